@@ -1,0 +1,1 @@
+"""The ASR model with KD decoders."""

@@ -1,0 +1,313 @@
+"""ESPnet CTC model that learns from a masked-LM teacher through attention decoders at chosen encoder layers.
+
+Loss (method.md):  L = c * L_ctc' + (1 - c) * mean over decoders of L_dec,
+  L_ctc' = (1 - b) * L_ctc + b * mean(interCTC losses)            (ESPnet's own CTC side, unchanged)
+  L_kd_l = (1 - a) * CE_lsm(w, p_l) + a * sum_i KL(q_i || p_l,i)   (one KD decoder per layer l in kd_layers)
+where c = ctc_weight, b = interctc_weight, a = kd_alpha, and "decoders" are the KD decoders plus ESPnet's ordinary
+attention decoder if one is configured. With `kd_layers: []` this is exactly ESPnetASRModel's loss.
+
+The KD decoders predict the teacher's vocabulary plus one extra id used as <sos/eos> (ESPnet's convention), so
+they are independent of the CTC token list. They are invisible to ESPnet's inference (`encode()` hides their
+layers, `decoder` is only ESPnet's own) and are stripped by `export_ctc`.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from espnet.nets.pytorch_backend.nets_utils import th_accuracy
+from espnet.nets.pytorch_backend.transformer.add_sos_eos import add_sos_eos
+from espnet2.asr.espnet_model import ESPnetASRModel
+from espnet2.torch_utils.device_funcs import force_gatherable
+
+from espnet_bertkd.kd.loss import KDDecoderLoss
+from espnet_bertkd.kd.online import OnlineSoftLabels
+from espnet_bertkd.kd.soft_labels import KD_PROB, KD_TOKEN, KDTargets, batch_targets
+from espnet_bertkd.kd.teacher import TeacherConfig, load_teacher_vocab_size
+
+_ESPNET_INIT = inspect.signature(ESPnetASRModel.__init__)
+
+
+class ESPnetBertKDModel(ESPnetASRModel):
+    """ESPnetASRModel + KD decoders. Registered in ESPnet as `model: bertkd`."""
+
+    # State-dict prefixes of everything that exists only for training (dropped at export).
+    TRAINING_ONLY_PREFIXES = ("kd_decoders.", "kd_projections.")
+
+    def __init__(
+        self,
+        *args: Any,
+        kd_layers: Sequence[int] = (),
+        kd_alpha: float = 0.5,
+        kd_decoder: str = "transformer",
+        kd_decoder_conf: Optional[Dict[str, Any]] = None,
+        kd_share_decoder: bool = False,
+        kd_decoder_dim: Optional[int] = None,
+        teacher: Optional[Dict[str, Any]] = None,
+        **kwargs: Any,
+    ) -> None:
+        conf = _ESPNET_INIT.bind(None, *args, **kwargs)
+        conf.apply_defaults()
+        espnet_conf = dict(conf.arguments)
+        espnet_conf.pop("self")
+        ctc_weight = espnet_conf["ctc_weight"]
+        kd_layers = list(kd_layers)
+        if kd_layers and espnet_conf["decoder"] is None:
+            # ESPnet insists on a decoder when ctc_weight < 1; ours are the KD decoders, built below.
+            espnet_conf["ctc_weight"] = 1.0
+        super().__init__(**espnet_conf)
+        self.ctc_weight = ctc_weight
+
+        if self.use_transducer_decoder or self.use_linear_decoder:
+            raise ValueError("model: bertkd supports CTC and attention decoders, not transducer or linear decoders")
+        self.teacher_config = TeacherConfig.from_dict(teacher) if teacher is not None else None
+        self.interctc_layers = list(getattr(self.encoder, "interctc_layer_idx", []) or [])
+        self.kd_layers = self._check_kd_layers(kd_layers, ctc_weight)
+        self.kd_share_decoder = kd_share_decoder
+        self._online: Optional[OnlineSoftLabels] = None
+        if not self.kd_layers:
+            return
+
+        assert self.teacher_config is not None
+        teacher_vocab = self.teacher_config.vocab_size or load_teacher_vocab_size(self.teacher_config.model)
+        self.kd_vocab_size = teacher_vocab + 1
+        self.kd_sos_eos = teacher_vocab
+        self._build_kd_decoders(kd_decoder, dict(kd_decoder_conf or {}), kd_decoder_dim)
+        self.kd_loss = KDDecoderLoss(
+            self.kd_vocab_size, kd_alpha, espnet_conf["lsm_weight"], self.ignore_id,
+            espnet_conf["length_normalized_loss"],
+        )
+        if self.teacher_config.mode == "online":
+            self._online = OnlineSoftLabels(self.teacher_config, self.token_list, espnet_conf["sym_space"])
+
+        # Intermediate outputs come from ESPnet's own interCTC mechanism: the encoder returns the listed blocks.
+        intermediate = sorted(set(self.interctc_layers) | {l for l in self.kd_layers if l < self.num_blocks})
+        if getattr(self.encoder, "interctc_use_conditioning", False) and set(intermediate) - set(self.interctc_layers):
+            raise ValueError(
+                "model_conf.kd_layers: with encoder_conf.interctc_use_conditioning the encoder conditions on CTC at "
+                f"every returned layer; kd_layers {self.kd_layers} must be the final layer or among "
+                f"interctc_layer_idx {self.interctc_layers}"
+            )
+        self.encoder.interctc_layer_idx = intermediate
+
+    # ------------------------------------------------------------------ construction
+    @property
+    def num_blocks(self) -> int:
+        blocks = getattr(self.encoder, "encoders", None)
+        if blocks is None:
+            raise ValueError(f"model_conf.kd_layers needs an encoder with blocks; {type(self.encoder).__name__} has none")
+        return len(blocks)
+
+    def _check_kd_layers(self, kd_layers: List[int], ctc_weight: float) -> List[int]:
+        if not kd_layers:
+            return []
+        if not all(isinstance(l, int) for l in kd_layers) or len(set(kd_layers)) != len(kd_layers):
+            raise ValueError(f"model_conf.kd_layers must be distinct integers, got {kd_layers}")
+        if min(kd_layers) < 1 or max(kd_layers) > self.num_blocks:
+            raise ValueError(
+                f"model_conf.kd_layers {kd_layers} out of range: encoder blocks are numbered 1..{self.num_blocks} "
+                f"({self.num_blocks} = the final layer)"
+            )
+        if not hasattr(self.encoder, "interctc_layer_idx"):
+            raise ValueError(
+                f"model_conf.kd_layers: {type(self.encoder).__name__} cannot return intermediate layers "
+                "(use conformer, transformer or e_branchformer)"
+            )
+        if self.teacher_config is None:
+            raise ValueError("model_conf.kd_layers needs model_conf.teacher (at least `model: <hub id or dir>`)")
+        if ctc_weight in (0.0, 1.0):
+            raise ValueError(
+                f"model_conf.ctc_weight={ctc_weight} with kd_layers: the CTC head and the KD decoders both need "
+                "weight; choose 0 < ctc_weight < 1 (or kd_layers: [] for a baseline)"
+            )
+        return sorted(kd_layers)
+
+    def _layer_width(self, layer: int) -> int:
+        if layer == self.num_blocks and self.postencoder is not None:
+            return self.postencoder.output_size()
+        return self.encoder.output_size()
+
+    def _build_kd_decoders(self, name: str, conf: Dict[str, Any], dim: Optional[int]) -> None:
+        from espnet2.tasks.asr import decoder_choices
+
+        if name in ("transducer", "linear_decoder"):
+            raise ValueError(f"model_conf.kd_decoder={name!r} is not an attention decoder")
+        decoder_class = decoder_choices.get_class(name)
+        widths = [self._layer_width(l) for l in self.kd_layers]
+        dim = dim or widths[-1]
+        # A projection per layer whose width differs from the decoder's; an identity otherwise.
+        self.kd_projections = torch.nn.ModuleList(
+            torch.nn.Identity() if w == dim else torch.nn.Linear(w, dim) for w in widths
+        )
+        count = 1 if self.kd_share_decoder else len(self.kd_layers)
+        try:
+            self.kd_decoders = torch.nn.ModuleList(
+                decoder_class(vocab_size=self.kd_vocab_size, encoder_output_size=dim, **conf) for _ in range(count)
+            )
+        except TypeError as e:
+            raise ValueError(f"model_conf.kd_decoder_conf does not fit kd_decoder={name!r}: {e}") from e
+
+    # ------------------------------------------------------------------ encoder
+    def encode_layers(
+        self, speech: torch.Tensor, speech_lengths: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, Dict[int, torch.Tensor]]:
+        """Final encoder output, its lengths, and every intermediate block output the encoder returned."""
+        encoder_out, encoder_out_lens = super().encode(speech, speech_lengths)
+        layers: Dict[int, torch.Tensor] = {}
+        if isinstance(encoder_out, tuple):
+            encoder_out, intermediate = encoder_out
+            layers = dict(intermediate)
+        return encoder_out, encoder_out_lens, layers
+
+    def encode(self, speech: torch.Tensor, speech_lengths: torch.Tensor) -> Tuple[Any, torch.Tensor]:
+        """ESPnet's view (used by asr_inference): intermediate outputs only for the user's interCTC layers."""
+        encoder_out, encoder_out_lens, layers = self.encode_layers(speech, speech_lengths)
+        if self.interctc_layers:
+            return (encoder_out, [(l, layers[l]) for l in self.interctc_layers]), encoder_out_lens
+        return encoder_out, encoder_out_lens
+
+    # ------------------------------------------------------------------ training
+    def forward(
+        self,
+        speech: torch.Tensor,
+        speech_lengths: torch.Tensor,
+        text: torch.Tensor,
+        text_lengths: torch.Tensor,
+        **kwargs: Any,
+    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], torch.Tensor]:
+        assert text_lengths.dim() == 1, text_lengths.shape
+        assert speech.shape[0] == speech_lengths.shape[0] == text.shape[0] == text_lengths.shape[0], (
+            speech.shape, speech_lengths.shape, text.shape, text_lengths.shape,
+        )
+        batch_size = speech.shape[0]
+        text[text == -1] = self.ignore_id
+        text = text[:, : text_lengths.max()]
+
+        encoder_out, encoder_out_lens, layers = self.encode_layers(speech, speech_lengths)
+        stats: Dict[str, Any] = {}
+        loss_ctc = self._ctc_side_loss(encoder_out, encoder_out_lens, layers, text, text_lengths, stats, kwargs)
+
+        decoder_losses: List[torch.Tensor] = []
+        loss_att, acc_att, cer_att, wer_att = None, None, None, None
+        if self.decoder is not None:
+            loss_att, acc_att, cer_att, wer_att = self._calc_att_loss(encoder_out, encoder_out_lens, text, text_lengths)
+            decoder_losses.append(loss_att)
+        stats["loss_att"] = loss_att.detach() if loss_att is not None else None
+        stats["acc"] = acc_att
+        stats["cer"] = cer_att
+        stats["wer"] = wer_att
+
+        if self.kd_layers:
+            targets = self._kd_targets(text, text_lengths, kwargs)
+            hiddens = {**layers, self.num_blocks: encoder_out}
+            kd_losses = self._kd_losses(hiddens, encoder_out_lens, targets, stats)
+            decoder_losses.extend(kd_losses)
+            stats["loss_kd"] = torch.stack(kd_losses).mean().detach()
+
+        if loss_ctc is None:
+            loss = torch.stack(decoder_losses).mean()
+        elif not decoder_losses:
+            loss = loss_ctc
+        else:
+            loss = self.ctc_weight * loss_ctc + (1 - self.ctc_weight) * torch.stack(decoder_losses).mean()
+        stats["loss"] = loss.detach()
+        return force_gatherable((loss, stats, batch_size), loss.device)
+
+    def _ctc_side_loss(
+        self,
+        encoder_out: torch.Tensor,
+        encoder_out_lens: torch.Tensor,
+        layers: Dict[int, torch.Tensor],
+        text: torch.Tensor,
+        text_lengths: torch.Tensor,
+        stats: Dict[str, Any],
+        kwargs: Dict[str, Any],
+    ) -> Optional[torch.Tensor]:
+        """L_ctc' = (1 - b) L_ctc + b mean(interCTC), as ESPnetASRModel.forward computes it (aux CTC included)."""
+        if self.ctc_weight == 0.0:
+            return None
+        loss_ctc, cer_ctc = self._calc_ctc_loss(encoder_out, encoder_out_lens, text, text_lengths)
+        stats["loss_ctc"] = loss_ctc.detach()
+        stats["cer_ctc"] = cer_ctc
+        if self.interctc_weight == 0.0 or not self.interctc_layers:
+            return loss_ctc
+        loss_interctc = 0.0
+        for layer in self.interctc_layers:
+            ys, ys_lens = text, text_lengths
+            aux_key = (self.aux_ctc or {}).get(str(layer))
+            if aux_key is not None:
+                if kwargs.get(aux_key) is None or kwargs.get(aux_key + "_lengths") is None:
+                    raise ValueError(f"aux_ctc names {aux_key!r} for layer {layer} but the batch has no such input")
+                ys, ys_lens = kwargs[aux_key], kwargs[aux_key + "_lengths"]
+            loss_ic, cer_ic = self._calc_ctc_loss(layers[layer], encoder_out_lens, ys, ys_lens)
+            loss_interctc = loss_interctc + loss_ic
+            stats[f"loss_interctc_layer{layer}"] = loss_ic.detach()
+            stats[f"cer_interctc_layer{layer}"] = cer_ic
+        loss_interctc = loss_interctc / len(self.interctc_layers)
+        return (1 - self.interctc_weight) * loss_ctc + self.interctc_weight * loss_interctc
+
+    def _kd_targets(self, text: torch.Tensor, text_lengths: torch.Tensor, kwargs: Dict[str, Any]) -> KDTargets:
+        utt_ids = kwargs.get("utt_id")
+        if self._online is not None:
+            kwargs = {**kwargs, **self._online(text, text_lengths, text.device)}
+        elif kwargs.get(KD_TOKEN) is None or kwargs.get(KD_PROB) is None:
+            raise ValueError(
+                "model_conf.teacher.mode is 'cached' but the batch has no soft labels: pass "
+                f"--train_data_path_and_name_and_type DIR/{KD_TOKEN}.scp,{KD_TOKEN},kaldi_ark and "
+                f"DIR/{KD_PROB}.scp,{KD_PROB},kaldi_ark (and the valid_ equivalents), written by "
+                "`python -m espnet_bertkd.bin.extract_soft_labels`; or use teacher.mode: online"
+            )
+        return batch_targets(
+            kwargs[KD_TOKEN], kwargs[f"{KD_TOKEN}_lengths"], kwargs[KD_PROB], utt_ids,
+            vocab_size=self.kd_sos_eos, topk=self.teacher_config.topk,
+        )
+
+    def _kd_losses(
+        self,
+        hiddens: Dict[int, torch.Tensor],
+        encoder_out_lens: torch.Tensor,
+        targets: KDTargets,
+        stats: Dict[str, Any],
+    ) -> List[torch.Tensor]:
+        tokens = targets.tokens.masked_fill(targets.tokens < 0, self.ignore_id)
+        ys_in, ys_out = add_sos_eos(tokens, self.kd_sos_eos, self.kd_sos_eos, self.ignore_id)
+        ys_in_lens = targets.lengths + 1
+        # The teacher has no distribution for <eos>: the target there is <eos> itself (q = one-hot).
+        batch, length, k = targets.topk_ids.shape
+        ids = torch.zeros(batch, length + 1, k, dtype=torch.long, device=tokens.device)
+        probs = torch.zeros(batch, length + 1, k, device=tokens.device)
+        ids[:, :length], probs[:, :length] = targets.topk_ids, targets.topk_probs
+        rows = torch.arange(batch, device=tokens.device)
+        ids[rows, targets.lengths, 0] = self.kd_sos_eos
+        probs[rows, targets.lengths] = 0.0
+        probs[rows, targets.lengths, 0] = 1.0
+        ids, probs = ids[:, : ys_out.size(1)], probs[:, : ys_out.size(1)]
+
+        losses = []
+        for j, layer in enumerate(self.kd_layers):
+            decoder = self.kd_decoders[0 if self.kd_share_decoder else j]
+            memory = self.kd_projections[j](hiddens[layer])
+            logits, _ = decoder(memory, encoder_out_lens, ys_in, ys_in_lens)
+            loss, _, _ = self.kd_loss(logits, ys_out, ids, probs)
+            losses.append(loss)
+            stats[f"loss_kd_layer{layer}"] = loss.detach()
+            stats[f"acc_kd_layer{layer}"] = th_accuracy(
+                logits.view(-1, self.kd_vocab_size), ys_out, ignore_label=self.ignore_id
+            )
+        return losses
+
+
+def _merged_signature() -> inspect.Signature:
+    """ESPnet's keyword arguments plus ours, so `--print_config` and config validation see every key."""
+    espnet = [p for p in _ESPNET_INIT.parameters.values()]
+    ours = [
+        p for p in inspect.signature(ESPnetBertKDModel.__init__).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    ours = [p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in ours]
+    return _ESPNET_INIT.replace(parameters=espnet + ours)
+
+
+ESPnetBertKDModel.__init__.__signature__ = _merged_signature()  # type: ignore[attr-defined]

@@ -1,0 +1,74 @@
+"""Export a trained `model: bertkd` as a plain ESPnet CTC model: KD decoders and teacher dropped.
+
+The result loads in ESPnet with no plugin imported, every key matching, and has exactly the size and speed of a
+baseline trained without KD.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+from pathlib import Path
+from typing import Any, Dict, Mapping, Tuple
+
+import torch
+import yaml
+from espnet2.asr.espnet_model import ESPnetASRModel
+
+from espnet_bertkd.asr.bertkd_model import ESPnetBertKDModel
+from espnet_bertkd.tasks.asr import MODEL_NAME
+
+ESPNET_MODEL_KEYS = frozenset(inspect.signature(ESPnetASRModel.__init__).parameters) - {"self"}
+
+
+def export_config(config: Mapping[str, Any]) -> Dict[str, Any]:
+    """The training config.yaml rewritten for ESPnet's own `model: espnet`."""
+    if config.get("model") != MODEL_NAME:
+        raise ValueError(f"export_ctc expects a `model: {MODEL_NAME}` config, got model: {config.get('model')!r}")
+    config = dict(config)
+    model_conf = {k: v for k, v in (config.get("model_conf") or {}).items() if k in ESPNET_MODEL_KEYS}
+    if config.get("decoder") is None:
+        model_conf["ctc_weight"] = 1.0  # CTC only: ESPnet then builds no attention decoder
+    config["model"] = "espnet"
+    config["model_conf"] = model_conf
+    return config
+
+
+def export_state_dict(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if not k.startswith(ESPnetBertKDModel.TRAINING_ONLY_PREFIXES)}
+
+
+def check_loads(config: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> int:
+    """Build the exported model with ESPnet's ASRTask and load the weights strictly; returns the parameter count."""
+    from espnet2.tasks.asr import ASRTask
+
+    model = ASRTask.build_model(argparse.Namespace(**config))
+    if type(model) is not ESPnetASRModel:
+        raise TypeError(f"exported config builds {type(model).__name__}, not ESPnetASRModel")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"exported weights do not match: missing {missing}, unexpected {unexpected}")
+    return sum(p.numel() for p in model.parameters())
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def export_ctc(asr_train_config: str, asr_model_file: str, output_dir: str) -> Tuple[Path, Path, int]:
+    """Write OUTPUT_DIR/config.yaml and OUTPUT_DIR/model.pth; returns their paths and the parameter count."""
+    with open(asr_train_config, encoding="utf-8") as f:
+        config = export_config(yaml.safe_load(f))
+    state = torch.load(asr_model_file, map_location="cpu", weights_only=True)
+    if "model" in state and isinstance(state["model"], dict):
+        raise ValueError(f"{asr_model_file} is a training checkpoint; pass a model file (e.g. valid.cer_ctc.best.pth)")
+    state = export_state_dict(state)
+    params = check_loads(config, state)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config_path, model_path = out / "config.yaml", out / "model.pth"
+    _atomic_write(model_path, lambda p: torch.save(state, p))
+    _atomic_write(config_path, lambda p: p.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8"))
+    return config_path, model_path, params

@@ -1,0 +1,1 @@
+"""Command-line entry points (thin: they parse options and call the package)."""

@@ -1,0 +1,24 @@
+"""Export a `model: bertkd` checkpoint as a plain ESPnet CTC model (no plugin needed to load it).
+
+    python -m espnet_bertkd.bin.export_ctc --asr_train_config exp/asr_x/config.yaml \
+        --asr_model_file exp/asr_x/valid.cer_ctc.best.pth --output_dir exp/asr_x/export
+"""
+import argparse
+import sys
+from typing import List, Optional
+
+from espnet_bertkd.asr.export import export_ctc
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--asr_train_config", required=True)
+    p.add_argument("--asr_model_file", required=True)
+    p.add_argument("--output_dir", required=True)
+    args = p.parse_args(argv)
+    config, model, params = export_ctc(args.asr_train_config, args.asr_model_file, args.output_dir)
+    print(f"wrote {config} and {model} ({params} parameters)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,1 @@
+"""Knowledge distillation: the teacher, its soft labels, and the KD loss."""

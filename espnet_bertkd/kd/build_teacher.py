@@ -1,0 +1,54 @@
+"""Make a small BERT teacher from a text corpus: a WordPiece vocabulary trained with `tokenizers` and a
+`BertForMaskedLM`, saved in Hugging Face format so it loads like any hub model. Used by the tests (random weights)
+and by recipes that train their own teacher on a corpus' text-only data."""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Iterable
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def build_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str, lowercase: bool = True):
+    """Train an (uncased by default) WordPiece vocabulary and save a BertTokenizerFast to out_dir."""
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertTokenizerFast
+
+    trainer = BertWordPieceTokenizer(lowercase=lowercase)
+    trainer.train_from_iterator(list(texts), vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, min_frequency=1)
+    os.makedirs(out_dir, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer.save_model(tmp)
+        # Positional: the vocabulary path is `vocab_file` in transformers 4 and `vocab` in 5.
+        tokenizer = BertTokenizerFast(os.path.join(tmp, "vocab.txt"), do_lower_case=lowercase)
+    tokenizer.save_pretrained(out_dir)
+    return tokenizer
+
+
+def build_bert(
+    texts: Iterable[str],
+    out_dir: str,
+    vocab_size: int = 200,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    num_heads: int = 2,
+    max_position_embeddings: int = 128,
+    seed: int = 0,
+) -> str:
+    """A randomly initialised BertForMaskedLM with a WordPiece vocabulary trained on `texts`; returns out_dir."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    tokenizer = build_wordpiece_tokenizer(texts, vocab_size, out_dir)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=4 * hidden_size,
+        max_position_embeddings=max_position_embeddings,
+    )
+    BertForMaskedLM(config).save_pretrained(out_dir)
+    return out_dir

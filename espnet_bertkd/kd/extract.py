@@ -1,0 +1,176 @@
+"""Cached teacher mode: write soft labels for an ESPnet `text` file as kaldiio ark/scp.
+
+Layout of OUTPUT_DIR (what the data loader reads is `kd_token.scp` and `kd_prob.scp`):
+
+    kd_token.scp, kd_prob.scp, kd_meta.json      merged result (written last, atomically)
+    split{nj}/{job}/{name}.{chunk}.ark|scp        per-job chunks; a chunk's scp exists only once it is complete
+
+Jobs split the utterances into contiguous parts and can run in parallel (one process each, `--job J`). Killing a
+job loses at most the chunk it was writing: re-running skips finished chunks. The job that finds every chunk done
+merges the scps (they point into the chunk arks, nothing is copied).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import kaldiio
+from tqdm import tqdm
+
+from espnet_bertkd.kd.soft_labels import KD_DATA_NAMES, KD_PROB, KD_TOKEN, pack, read_meta, write_meta
+from espnet_bertkd.kd.teacher import MaskedLMTeacher, TeacherConfig, log_teacher
+
+
+def read_text(path: str) -> List[Tuple[str, str]]:
+    """(utt_id, transcript) pairs of an ESPnet/Kaldi `text` file; an utterance id alone means an empty transcript."""
+    pairs, seen = [], set()
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            parts = line.split(maxsplit=1)
+            utt = parts[0]
+            if utt in seen:
+                raise ValueError(f"{path}:{n}: utterance {utt!r} appears twice")
+            seen.add(utt)
+            pairs.append((utt, parts[1] if len(parts) > 1 else ""))
+    return pairs
+
+
+def read_utt2spk(path: str) -> Dict[str, str]:
+    with open(path, encoding="utf-8") as f:
+        return dict(line.split(maxsplit=1) for line in (l.strip() for l in f) if line)
+
+
+def neighbour_contexts(
+    pairs: Sequence[Tuple[str, str]], utt2group: Optional[Dict[str, str]], width: int
+) -> Tuple[List[str], List[str]]:
+    """Left/right context for each utterance: up to `width` neighbouring transcripts of the same group (speaker or
+    chapter; in ESPnet's LibriSpeech data the "speaker" is reader-chapter), in utterance-id order."""
+    if width <= 0:
+        return [""] * len(pairs), [""] * len(pairs)
+    groups: Dict[str, List[int]] = {}
+    for i, (utt, _) in enumerate(pairs):
+        key = utt2group.get(utt, utt) if utt2group is not None else utt.rsplit("-", 1)[0]
+        groups.setdefault(key, []).append(i)
+    left, right = [""] * len(pairs), [""] * len(pairs)
+    for members in groups.values():
+        members = sorted(members, key=lambda i: pairs[i][0])
+        for pos, i in enumerate(members):
+            left[i] = " ".join(pairs[j][1] for j in members[max(0, pos - width) : pos])
+            right[i] = " ".join(pairs[j][1] for j in members[pos + 1 : pos + 1 + width])
+    return left, right
+
+
+def job_range(total: int, nj: int, job: int) -> range:
+    """The contiguous slice of `total` utterances that job `job` (1-based) of `nj` handles."""
+    start = total * (job - 1) // nj
+    return range(start, total * job // nj)
+
+
+def chunk_paths(out_dir: Path, nj: int, job: int, chunk: int, name: str) -> Tuple[Path, Path]:
+    folder = out_dir / f"split{nj}" / str(job)
+    return folder / f"{name}.{chunk}.ark", folder / f"{name}.{chunk}.scp"
+
+
+def _chunks(indices: range, size: int) -> Iterator[Tuple[int, range]]:
+    for c, start in enumerate(range(indices.start, indices.stop, size)):
+        yield c, range(start, min(start + size, indices.stop))
+
+
+def run_job(
+    teacher: MaskedLMTeacher,
+    pairs: Sequence[Tuple[str, str]],
+    contexts: Tuple[List[str], List[str]],
+    out_dir: Path,
+    nj: int,
+    job: int,
+    chunk_size: int,
+) -> int:
+    """Extract one job's chunks, skipping finished ones; returns how many utterances were scored now."""
+    scored = 0
+    chunks = list(_chunks(job_range(len(pairs), nj, job), chunk_size))
+    todo = [(c, r) for c, r in chunks if not all(chunk_paths(out_dir, nj, job, c, n)[1].exists() for n in KD_DATA_NAMES)]
+    if len(todo) < len(chunks):
+        logging.info("job %d/%d: %d of %d chunks already done", job, nj, len(chunks) - len(todo), len(chunks))
+    bar = tqdm(total=sum(len(r) for _, r in todo), desc=f"soft labels job {job}/{nj}", unit="utt", disable=None)
+    for c, r in todo:
+        labels = teacher.soft_labels(
+            [pairs[i][1] for i in r], [contexts[0][i] for i in r], [contexts[1][i] for i in r]
+        )
+        arrays = {KD_TOKEN: {}, KD_PROB: {}}
+        for i, lab in zip(r, labels):
+            tokens, probs = pack(lab, teacher.vocab_size)
+            arrays[KD_TOKEN][pairs[i][0]] = tokens
+            arrays[KD_PROB][pairs[i][0]] = probs
+        for name in KD_DATA_NAMES:
+            ark, scp = chunk_paths(out_dir, nj, job, c, name)
+            ark.parent.mkdir(parents=True, exist_ok=True)
+            tmp_scp = scp.with_suffix(f".scp.tmp{os.getpid()}")
+            kaldiio.save_ark(str(ark), arrays[name], scp=str(tmp_scp), write_function="numpy")
+            os.replace(tmp_scp, scp)  # the scp marks the chunk complete
+        scored += len(r)
+        bar.update(len(r))
+    bar.close()
+    return scored
+
+
+def merge(out_dir: Path, n_utts: int, nj: int, chunk_size: int) -> bool:
+    """Concatenate every chunk's scp into OUTPUT_DIR/{name}.scp once all chunks of all jobs exist."""
+    parts: Dict[str, List[Path]] = {name: [] for name in KD_DATA_NAMES}
+    for job in range(1, nj + 1):
+        for c, _ in _chunks(job_range(n_utts, nj, job), chunk_size):
+            for name in KD_DATA_NAMES:
+                scp = chunk_paths(out_dir, nj, job, c, name)[1]
+                if not scp.exists():
+                    return False
+                parts[name].append(scp)
+    for name, scps in parts.items():
+        tmp = out_dir / f"{name}.scp.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as out:
+            for scp in scps:
+                out.write(scp.read_text(encoding="utf-8"))
+        os.replace(tmp, out_dir / f"{name}.scp")
+    return True
+
+
+def extract(
+    text: str,
+    out_dir: str,
+    config: TeacherConfig,
+    nj: int = 1,
+    job: Optional[int] = None,
+    context_utterances: int = 0,
+    utt2spk: Optional[str] = None,
+    chunk_size: int = 500,
+    device: str = "cpu",
+) -> bool:
+    """Run job `job` (or all jobs when None) and merge if everything is done; returns whether merged."""
+    if job is not None and not 1 <= job <= nj:
+        raise ValueError(f"--job must be in 1..{nj}, got {job}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pairs = read_text(text)
+    teacher = MaskedLMTeacher(config, device=device)
+    log_teacher(teacher)
+    meta = {**teacher.metadata(), "context_utterances": context_utterances, "text": os.path.abspath(text),
+            "num_utterances": len(pairs), "nj": nj, "chunk_size": chunk_size}
+    previous = read_meta(out)
+    if previous is not None and {k: previous.get(k) for k in meta} != meta:
+        changed = sorted(k for k in meta if previous.get(k) != meta[k])
+        raise ValueError(
+            f"{out} holds soft labels made with other settings ({', '.join(changed)} differ): "
+            "remove the directory or choose another --output_dir"
+        )
+    write_meta(out, meta)
+    contexts = neighbour_contexts(pairs, read_utt2spk(utt2spk) if utt2spk else None, context_utterances)
+    for j in [job] if job is not None else range(1, nj + 1):
+        scored = run_job(teacher, pairs, contexts, out, nj, j, chunk_size)
+        logging.info("job %d/%d: scored %d utterances", j, nj, scored)
+    merged = merge(out, len(pairs), nj, chunk_size)
+    if merged:
+        logging.info("wrote %s and %s for %d utterances", out / f"{KD_TOKEN}.scp", out / f"{KD_PROB}.scp", len(pairs))
+    return merged

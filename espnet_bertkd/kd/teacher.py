@@ -1,0 +1,311 @@
+"""A frozen Hugging Face masked LM that turns transcripts into top-k soft labels (Futami et al. 2020).
+
+For every teacher token w_i of a transcript, w_i is replaced by the mask token and the masked LM sees the whole
+transcript (plus optional neighbouring transcripts) on both sides; the top-k logits at position i, softened by a
+temperature, are the teacher's distribution q_i for w_i. Transcripts longer than the model's maximum length are
+handled by giving each masked copy its own window centred on the masked position, so no context is truncated away
+beyond what the model can see.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+TEACHER_MODES = ("cached", "online")
+TEACHER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """The `teacher:` block of `model_conf` (and the options of `extract_soft_labels`).
+
+    model: Hugging Face hub id or local directory of a masked LM and its tokenizer.
+    mode: `cached` reads soft labels written by `extract_soft_labels`; `online` runs the teacher in training.
+    topk, temperature: q_i = softmax(top-k logits / temperature).
+    vocab_size: size of the teacher vocabulary; read from the model's config when omitted (set it to build a
+        model on a machine that does not have the teacher).
+    device: `auto` follows the ASR model in online mode; otherwise a torch device string.
+    dtype: float32, bfloat16 or float16 for the teacher's forward pass (soft labels are always computed in fp32).
+    max_length: window length in tokens including special tokens; defaults to the model's maximum.
+    max_tokens_per_batch: padded tokens per teacher forward pass (memory knob).
+    """
+
+    model: str
+    mode: str = "cached"
+    topk: int = 8
+    temperature: float = 1.0
+    vocab_size: Optional[int] = None
+    device: str = "auto"
+    dtype: str = "float32"
+    max_length: Optional[int] = None
+    max_tokens_per_batch: int = 16384
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model:
+            raise ValueError("teacher.model must be a hub id or a local directory of a masked LM")
+        if self.mode not in TEACHER_MODES:
+            raise ValueError(f"teacher.mode must be one of {TEACHER_MODES}, got {self.mode!r}")
+        if not (isinstance(self.topk, int) and self.topk >= 1):
+            raise ValueError(f"teacher.topk must be a positive integer, got {self.topk!r}")
+        if not self.temperature > 0:
+            raise ValueError(f"teacher.temperature must be > 0, got {self.temperature!r}")
+        if self.dtype not in TEACHER_DTYPES:
+            raise ValueError(f"teacher.dtype must be one of {list(TEACHER_DTYPES)}, got {self.dtype!r}")
+        if self.max_length is not None and self.max_length < 4:
+            raise ValueError(f"teacher.max_length must be at least 4 tokens, got {self.max_length!r}")
+
+    @classmethod
+    def from_dict(cls, conf: Mapping[str, Any]) -> "TeacherConfig":
+        """Build from a YAML mapping, naming any unknown key (typos fail before data is read)."""
+        if not isinstance(conf, Mapping):
+            raise TypeError(f"model_conf.teacher must be a mapping, got {type(conf).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(conf) - known)
+        if unknown:
+            raise ValueError(f"unknown key(s) in model_conf.teacher: {unknown}; known keys: {sorted(known)}")
+        if "model" not in conf:
+            raise ValueError("model_conf.teacher needs `model` (a hub id or a local directory)")
+        return cls(**conf)
+
+
+@dataclass(frozen=True)
+class SoftLabels:
+    """Teacher targets for one transcript: N teacher tokens, each with its top-k distribution."""
+
+    token_ids: np.ndarray  # (N,) int64: the transcript in the teacher's vocabulary
+    topk_ids: np.ndarray  # (N, k) int64
+    topk_probs: np.ndarray  # (N, k) float32, rows sum to 1
+
+
+def _offline_hint(name: str) -> str:
+    return (
+        f"could not load the teacher {name!r}. If this machine is offline, download it elsewhere "
+        "(AutoModelForMaskedLM/AutoTokenizer .save_pretrained(DIR)) and pass the local directory instead "
+        "of the hub id, e.g. `teacher: {model: /path/to/bert-base-uncased}` or `--teacher /path/to/dir`."
+    )
+
+
+def load_teacher_vocab_size(name_or_path: str) -> int:
+    """The teacher's vocabulary size from its config alone (cheap: no weights are read)."""
+    from transformers import AutoConfig
+
+    try:
+        return int(AutoConfig.from_pretrained(name_or_path).vocab_size)
+    except OSError as e:
+        raise OSError(_offline_hint(name_or_path)) from e
+
+
+def softmax_topk(logits: torch.Tensor, topk: int, temperature: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Top-k ids and q = softmax(top-k logits / T), computed in fp32 whatever the teacher's dtype."""
+    values, ids = logits.float().topk(topk, dim=-1)
+    return ids, torch.softmax(values / temperature, dim=-1)
+
+
+def window_bounds(position: int, length: int, window: int) -> Tuple[int, int]:
+    """The span of at most `window` tokens of a `length`-token sequence that centres `position`."""
+    if length <= window:
+        return 0, length
+    start = min(max(position - window // 2, 0), length - window)
+    return start, start + window
+
+
+def masked_copies(
+    tokens: Sequence[int], begin: int, end: int, window: int, mask_id: int
+) -> Iterator[Tuple[List[int], int]]:
+    """For each position i in [begin, end) of `tokens`: its window with token i masked, and i's index in it."""
+    for i in range(begin, end):
+        start, stop = window_bounds(i, len(tokens), window)
+        copy = list(tokens[start:stop])
+        copy[i - start] = mask_id
+        yield copy, i - start
+
+
+class MaskedLMTeacher:
+    """Loads a Hugging Face masked LM + tokenizer and computes soft labels for batches of transcripts."""
+
+    def __init__(self, config: TeacherConfig, device: Optional[str] = None) -> None:
+        from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+        self.config = config
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(config.model)
+            self.model = AutoModelForMaskedLM.from_pretrained(config.model, dtype=TEACHER_DTYPES[config.dtype])
+        except OSError as e:
+            raise OSError(_offline_hint(config.model)) from e
+        self.model.eval().requires_grad_(False)
+        if device is None:
+            device = "cpu" if config.device == "auto" else config.device
+        self.to(device)
+
+        self.vocab_size = int(self.model.config.vocab_size)
+        if len(self.tokenizer) > self.vocab_size:
+            raise ValueError(
+                f"teacher {config.model!r}: the tokenizer has {len(self.tokenizer)} tokens but the model's "
+                f"vocabulary has {self.vocab_size}: they do not belong together"
+            )
+        if config.vocab_size is not None and config.vocab_size != self.vocab_size:
+            raise ValueError(
+                f"teacher.vocab_size={config.vocab_size} but {config.model!r} has a vocabulary of {self.vocab_size}"
+            )
+        if config.topk > self.vocab_size:
+            raise ValueError(f"teacher.topk={config.topk} exceeds the vocabulary size {self.vocab_size}")
+        if self.tokenizer.mask_token_id is None:
+            raise ValueError(f"teacher {config.model!r} has no mask token: it is not a masked LM")
+        self.mask_id = int(self.tokenizer.mask_token_id)
+        self.pad_id = int(self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0)
+
+        self._prefix, self._suffix = self._special_tokens()
+        self._n_special = len(self._prefix) + len(self._suffix)
+        max_length = config.max_length or self._model_max_length()
+        self.window = max_length - self._n_special
+        if self.window < 1:
+            raise ValueError(f"teacher.max_length={max_length} leaves no room for tokens")
+
+    def _special_tokens(self) -> Tuple[List[int], List[int]]:
+        """The special tokens the tokenizer puts before and after a sequence (BERT, RoBERTa, ... differ)."""
+        bare = self.tokenizer("a", add_special_tokens=False)["input_ids"]
+        full = self.tokenizer("a", add_special_tokens=True)["input_ids"]
+        for start in range(len(full) - len(bare) + 1):
+            if full[start : start + len(bare)] == bare:
+                return list(full[:start]), list(full[start + len(bare) :])
+        raise ValueError(f"teacher {self.config.model!r}: cannot locate the special tokens its tokenizer adds")
+
+    def _model_max_length(self) -> int:
+        limits = [getattr(self.model.config, "max_position_embeddings", None), self.tokenizer.model_max_length]
+        limits = [int(x) for x in limits if x is not None and x < 1_000_000]
+        if getattr(self.model.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+            limits = [min(limits) - 2] if limits else limits  # RoBERTa reserves two positions for padding_idx
+        return min(limits) if limits else 512
+
+    def to(self, device: Any) -> "MaskedLMTeacher":
+        self.model.to(device)
+        self.device = torch.device(device)
+        return self
+
+    @property
+    def vocab_hash(self) -> str:
+        """A fingerprint of the vocabulary, stored with cached soft labels to catch a swapped teacher."""
+        vocab = sorted(self.tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+        return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
+
+    def metadata(self) -> Dict[str, Any]:
+        return {
+            "teacher": self.config.model,
+            "vocab_size": self.vocab_size,
+            "vocab_hash": self.vocab_hash,
+            "topk": self.config.topk,
+            "temperature": self.config.temperature,
+        }
+
+    def tokenize(self, text: str) -> List[int]:
+        """The teacher's own tokens of `text` (an uncased tokenizer lower-cases LibriSpeech's capitals itself)."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text.strip() else []
+
+    @torch.no_grad()
+    def soft_labels(
+        self,
+        texts: Sequence[str],
+        left_contexts: Optional[Sequence[str]] = None,
+        right_contexts: Optional[Sequence[str]] = None,
+    ) -> List[SoftLabels]:
+        """Soft labels for each transcript; contexts (neighbouring transcripts) are seen but not labelled."""
+        k = self.config.topk
+        rows: List[Tuple[int, int, List[int], int]] = []  # (utterance, position, masked window, masked index)
+        targets: List[List[int]] = []
+        for u, text in enumerate(texts):
+            left = self.tokenize(left_contexts[u]) if left_contexts else []
+            right = self.tokenize(right_contexts[u]) if right_contexts else []
+            own = self.tokenize(text)
+            targets.append(own)
+            sequence = left + own + right
+            for n, (copy, index) in enumerate(
+                masked_copies(sequence, len(left), len(left) + len(own), self.window, self.mask_id)
+            ):
+                rows.append((u, n, copy, index))
+
+        ids_out = [np.zeros((len(t), k), dtype=np.int64) for t in targets]
+        probs_out = [np.zeros((len(t), k), dtype=np.float32) for t in targets]
+        for batch in self._batches(rows):
+            ids, probs = self._score(batch)
+            for (u, n, _, _), i, p in zip(batch, ids, probs):
+                ids_out[u][n] = i
+                probs_out[u][n] = p
+        return [
+            SoftLabels(np.asarray(t, dtype=np.int64), i, p) for t, i, p in zip(targets, ids_out, probs_out)
+        ]
+
+    def _batches(self, rows: List[Tuple[int, int, List[int], int]]) -> Iterator[List[Tuple[int, int, List[int], int]]]:
+        """Rows sorted by length and grouped so padded tokens stay under max_tokens_per_batch."""
+        rows = sorted(rows, key=lambda r: len(r[2]))
+        batch: List[Tuple[int, int, List[int], int]] = []
+        for row in rows:
+            longest = len(row[2]) + self._n_special  # rows are sorted, so this one is the longest yet
+            if batch and (len(batch) + 1) * longest > self.config.max_tokens_per_batch:
+                yield batch
+                batch = []
+            batch.append(row)
+        if batch:
+            yield batch
+
+    def _score(self, batch: List[Tuple[int, int, List[int], int]]) -> Tuple[np.ndarray, np.ndarray]:
+        inputs = [self._prefix + copy + self._suffix for _, _, copy, _ in batch]
+        length = max(len(x) for x in inputs)
+        input_ids = torch.full((len(inputs), length), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(inputs), length), dtype=torch.long)
+        for r, x in enumerate(inputs):
+            input_ids[r, : len(x)] = torch.tensor(x)
+            attention[r, : len(x)] = 1
+        positions = torch.tensor([index + len(self._prefix) for _, _, _, index in batch], device=self.device)
+        with self._lm_head_at(positions):
+            logits = self.model(
+                input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device)
+            ).logits
+        if logits.dim() == 3 and logits.size(1) != 1:  # the head ran on every position (no output embeddings)
+            logits = logits[torch.arange(len(batch), device=self.device), positions]
+        ids, probs = softmax_topk(logits.reshape(len(batch), -1), self.config.topk, self.config.temperature)
+        return ids.cpu().numpy(), probs.cpu().numpy()
+
+    @contextlib.contextmanager
+    def _lm_head_at(self, positions: torch.Tensor) -> Iterator[None]:
+        """Run the vocabulary projection only at the masked positions.
+
+        The projection to the vocabulary is as costly as a transformer layer for BERT-base; the masked LM would
+        otherwise compute it at every position of every masked copy. A pre-hook on the output embeddings picks
+        the masked position's hidden state, so any model with `get_output_embeddings()` benefits.
+        """
+        head = self.model.get_output_embeddings()
+        if head is None:
+            yield
+            return
+        rows = torch.arange(positions.numel(), device=positions.device)
+
+        def pick(_module: torch.nn.Module, args: Tuple[torch.Tensor, ...]) -> Tuple[torch.Tensor, ...]:
+            hidden = args[0]
+            return (hidden[rows, positions].unsqueeze(1),) + tuple(args[1:])
+
+        handle = head.register_forward_pre_hook(pick)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+
+def log_teacher(teacher: MaskedLMTeacher) -> None:
+    logging.info(
+        "teacher %s: vocab %d, window %d tokens, top-%d, T=%s, %s on %s",
+        teacher.config.model,
+        teacher.vocab_size,
+        teacher.window,
+        teacher.config.topk,
+        teacher.config.temperature,
+        teacher.config.dtype,
+        teacher.device,
+    )

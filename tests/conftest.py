@@ -1,0 +1,80 @@
+"""Shared fixtures: a tiny BERT teacher built locally, a character token list, and a model builder that goes through
+ESPnet's own argument parser and ASRTask.build_model (so registration and config handling are exercised)."""
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Sequence
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest
+import torch
+import yaml
+
+import espnet_bertkd  # noqa: F401  (registers model: bertkd)
+from espnet_bertkd.kd.build_teacher import build_bert
+
+TEXTS = [
+    "THEIR HOUSE IS OVER THERE",
+    "I WANT TO GO TOO",
+    "THE KNIGHT RODE AT NIGHT",
+    "WRITE THE RIGHT ANSWER",
+    "WE SEE THE SEA FROM HERE",
+    "TWO DOGS RAN TO THE PARK",
+]
+TOKENS: List[str] = ["<blank>", "<unk>", "<space>"] + sorted(set("".join(TEXTS)) - {" "}) + ["<sos/eos>"]
+
+
+@pytest.fixture(scope="session")
+def teacher_dir(tmp_path_factory) -> str:
+    """A randomly initialised BertForMaskedLM + uncased WordPiece tokenizer, saved like a hub model."""
+    return build_bert(TEXTS * 4, str(tmp_path_factory.mktemp("teacher")), vocab_size=120, seed=0)
+
+
+def encode_text(texts: Sequence[str]) -> tuple:
+    """Character token ids (padded with -1, as ESPnet's collate function does) and lengths."""
+    ids = [[TOKENS.index("<space>" if c == " " else c) for c in t] for t in texts]
+    text = torch.full((len(ids), max(1, max(map(len, ids)))), -1, dtype=torch.long)
+    for i, x in enumerate(ids):
+        text[i, : len(x)] = torch.tensor(x, dtype=torch.long)
+    return text, torch.tensor([len(x) for x in ids])
+
+
+def build_asr_model(
+    encoder: str = "conformer",
+    model_conf: Dict | None = None,
+    model: str = "bertkd",
+    encoder_conf: Dict | None = None,
+    decoder: str | None = None,
+    input_size: int = 20,
+):
+    """Build through ESPnet's parser, exactly as asr_train would."""
+    from espnet2.tasks.asr import ASRTask
+
+    enc = {"num_blocks": 3, "output_size": 16, "attention_heads": 2, "linear_units": 32, **(encoder_conf or {})}
+    argv = ["--token_list", "dummy", "--input_size", str(input_size), "--encoder", encoder, "--model", model]
+    for k, v in enc.items():
+        argv += ["--encoder_conf", f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}"]
+    if decoder is not None:
+        argv += ["--decoder", decoder, "--decoder_conf", "num_blocks=1", "--decoder_conf", "linear_units=32",
+                 "--decoder_conf", "attention_heads=2"]
+    args = ASRTask.get_parser().parse_args(argv)
+    args.token_list = list(TOKENS)
+    args.model_conf = dict(model_conf or {})
+    torch.manual_seed(0)
+    return ASRTask.build_model(args)
+
+
+def batch(texts: Sequence[str] = TEXTS[:3], frames: int = 200, input_size: int = 20, seed: int = 0) -> Dict:
+    """A feature batch of mixed lengths (speech is already features: --input_size, no frontend)."""
+    g = torch.Generator().manual_seed(seed)
+    text, text_lengths = encode_text(texts)
+    lengths = torch.tensor([frames - 30 * i for i in range(len(texts))])
+    return {
+        "speech": torch.randn(len(texts), frames, input_size, generator=g),
+        "speech_lengths": lengths,
+        "text": text,
+        "text_lengths": text_lengths,
+        "utt_id": [f"utt{i}" for i in range(len(texts))],
+    }
