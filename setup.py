@@ -14,6 +14,8 @@ install_requires = [
     "jiwer>=3.0",
     "soundfile>=0.12",
     "tqdm>=4.60",
+    "tensorboard>=2.14",  # ESPnet's trainer writes tensorboard logs
+    "matplotlib>=3.7",  # ESPnet's training-curve images
     "numpy>=1.24",
 ]
 
