@@ -35,15 +35,19 @@ def build_bert(
     num_heads: int = 2,
     max_position_embeddings: int = 128,
     seed: int = 0,
+    model_vocab_size: int | None = None,
 ) -> str:
-    """A randomly initialised BertForMaskedLM with a WordPiece vocabulary trained on `texts`; returns out_dir."""
+    """A randomly initialised BertForMaskedLM with a WordPiece vocabulary trained on `texts`; returns out_dir.
+
+    `model_vocab_size` pads the model's vocabulary beyond the tokenizer's (e.g. 30522 to time a BERT-base-sized
+    output layer with a small tokenizer)."""
     import torch
     from transformers import BertConfig, BertForMaskedLM
 
     tokenizer = build_wordpiece_tokenizer(texts, vocab_size, out_dir)
     torch.manual_seed(seed)
     config = BertConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=max(len(tokenizer), model_vocab_size or 0),
         hidden_size=hidden_size,
         num_hidden_layers=num_layers,
         num_attention_heads=num_heads,
