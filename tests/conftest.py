@@ -47,13 +47,18 @@ def build_asr_model(
     model: str = "bertkd",
     encoder_conf: Dict | None = None,
     decoder: str | None = None,
-    input_size: int = 20,
+    input_size: int | None = 20,
 ):
-    """Build through ESPnet's parser, exactly as asr_train would."""
+    """Build through ESPnet's parser, exactly as asr_train would. `input_size=None` gives ESPnet's default
+    (STFT + fbank) front-end on raw waveforms, sized small."""
     from espnet2.tasks.asr import ASRTask
 
     enc = {"num_blocks": 3, "output_size": 16, "attention_heads": 2, "linear_units": 32, **(encoder_conf or {})}
-    argv = ["--token_list", "dummy", "--input_size", str(input_size), "--encoder", encoder, "--model", model]
+    argv = ["--token_list", "dummy", "--encoder", encoder, "--model", model]
+    if input_size is None:
+        argv += ["--frontend_conf", "n_fft=256", "--frontend_conf", "hop_length=128", "--frontend_conf", "n_mels=20"]
+    else:
+        argv += ["--input_size", str(input_size)]
     for k, v in enc.items():
         argv += ["--encoder_conf", f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}"]
     if decoder is not None:
@@ -78,3 +83,68 @@ def batch(texts: Sequence[str] = TEXTS[:3], frames: int = 200, input_size: int =
         "text_lengths": text_lengths,
         "utt_id": [f"utt{i}" for i in range(len(texts))],
     }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Helpers for the model and export tests (added; the fixtures above are unchanged).
+
+# A small KD decoder so the tests stay fast (the default is ESPnet's 6-block, 2048-unit Transformer decoder).
+SMALL_KD_DECODER: Dict = {"num_blocks": 1, "linear_units": 32, "attention_heads": 2}
+
+
+def kd_model_conf(teacher_dir: str, mode: str = "online", kd_layers: Sequence[int] = (1, 3), **overrides) -> Dict:
+    """model_conf of a bertkd model with KD decoders at `kd_layers` (top-4 teacher, small decoders)."""
+    conf = {
+        "ctc_weight": 0.3,
+        "kd_layers": list(kd_layers),
+        "kd_decoder_conf": dict(SMALL_KD_DECODER),
+        "teacher": {"model": teacher_dir, "mode": mode, "topk": 4},
+    }
+    conf.update(overrides)
+    return conf
+
+
+def soft_label_kwargs(teacher_dir: str, texts: Sequence[str], topk: int = 4) -> Dict[str, torch.Tensor]:
+    """The `kd_token`/`kd_token_lengths`/`kd_prob` forward kwargs that cached mode reads from its ark files.
+
+    Computed with the teacher directly from the transcripts (not from CTC token ids); the distinct transcripts are
+    scored in one sorted batch, as the online path does, so both give bit-identical arrays.
+    """
+    from espnet_bertkd.kd.soft_labels import collate_arrays, pack
+    from espnet_bertkd.kd.teacher import MaskedLMTeacher, TeacherConfig
+
+    key = (teacher_dir, tuple(texts), topk)
+    if key not in _SOFT_LABELS:
+        teacher = MaskedLMTeacher(TeacherConfig(model=teacher_dir, topk=topk))
+        unique = sorted(set(texts))
+        labels = dict(zip(unique, teacher.soft_labels(unique)))
+        _SOFT_LABELS[key] = collate_arrays([pack(labels[t], teacher.vocab_size) for t in texts])
+    return {k: v.clone() for k, v in _SOFT_LABELS[key].items()}  # callers may edit their copy
+
+
+_SOFT_LABELS: Dict[tuple, Dict[str, torch.Tensor]] = {}
+
+
+def asr_train_args(
+    encoder: str = "conformer",
+    model_conf: Dict | None = None,
+    model: str = "bertkd",
+    encoder_conf: Dict | None = None,
+    decoder: str | None = None,
+    input_size: int = 20,
+) -> Dict:
+    """The training config as ESPnet writes it to config.yaml (`vars(args)`), for the same model build_asr_model
+    builds with the same arguments."""
+    from espnet2.tasks.asr import ASRTask
+
+    enc = {"num_blocks": 3, "output_size": 16, "attention_heads": 2, "linear_units": 32, **(encoder_conf or {})}
+    argv = ["--token_list", "dummy", "--input_size", str(input_size), "--encoder", encoder, "--model", model]
+    for k, v in enc.items():
+        argv += ["--encoder_conf", f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}"]
+    if decoder is not None:
+        argv += ["--decoder", decoder, "--decoder_conf", "num_blocks=1", "--decoder_conf", "linear_units=32",
+                 "--decoder_conf", "attention_heads=2"]
+    args = ASRTask.get_parser().parse_args(argv)
+    args.token_list = list(TOKENS)
+    args.model_conf = dict(model_conf or {})
+    return vars(args)

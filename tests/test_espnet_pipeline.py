@@ -3,6 +3,7 @@ print_config -> collect-stats -> soft labels -> training -> asr_inference (beam 
 the plugin) -> export -> plain ESPnet (no plugin imported) loads the exported model with every key matching."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -186,7 +187,22 @@ def test_train_decode_export(workdir: Path, teacher_dir: str, monkeypatch) -> No
     kd_only = sum(p.numel() for n, p in kd_model.named_parameters() if n.startswith(kd_model.TRAINING_ONLY_PREFIXES))
     assert params == sum(p.numel() for p in kd_model.parameters()) - kd_only
 
-    # 7. plain ESPnet's asr_inference decodes the exported model
+    # 7. batched greedy CTC: the plugin checkpoint and the exported model give the same hypotheses
+    from espnet_bertkd.bin import ctc_greedy_inference
+
+    for name, cfg, pth in (("greedy_plugin", root / "exp/config.yaml", model_file),
+                           ("greedy_export", config_path, exported)):
+        ctc_greedy_inference.main(["--asr_train_config", str(cfg), "--asr_model_file", str(pth),
+                                   "--data_path_and_name_and_type", "data/dev/wav.scp,speech,sound",
+                                   "--output_dir", str(root / name), "--batch_size", "2", "--interctc_layers", "1"])
+    plugin_text = (root / "greedy_plugin/1best_recog/text").read_text()
+    assert plugin_text == (root / "greedy_export/1best_recog/text").read_text()
+    assert len(plugin_text.splitlines()) == 2
+    assert (root / "greedy_plugin/1best_recog/encoder_interctc_layer1.txt").exists()
+    speed = json.loads((root / "greedy_plugin/speed.json").read_text())
+    assert speed["utterances"] == 2 and speed["rtf"] > 0 and speed["audio_seconds"] > 1.0
+
+    # 8. plain ESPnet's asr_inference decodes the exported model
     run(["-m", "espnet2.bin.asr_inference", "--asr_train_config", str(config_path), "--asr_model_file",
          str(exported), "--ctc_weight", "1.0", "--beam_size", "1", "--lm_weight", "0", "--ngpu", "0",
          "--data_path_and_name_and_type", "data/dev/wav.scp,speech,sound", "--output_dir", str(root / "decode_plain")],

@@ -156,7 +156,8 @@ def extract(
     pairs = read_text(text)
     teacher = MaskedLMTeacher(config, device=device)
     log_teacher(teacher)
-    meta = {**teacher.metadata(), "context_utterances": context_utterances, "text": os.path.abspath(text),
+    meta = {**teacher.metadata(), "dtype": config.dtype, "max_length": config.max_length,
+            "context_utterances": context_utterances, "text": os.path.abspath(text),
             "num_utterances": len(pairs), "nj": nj, "chunk_size": chunk_size}
     previous = read_meta(out)
     if previous is not None and {k: previous.get(k) for k in meta} != meta:

@@ -15,13 +15,25 @@ from espnet_bertkd.kd.soft_labels import collate_arrays, pack
 from espnet_bertkd.kd.teacher import MaskedLMTeacher, TeacherConfig, log_teacher
 
 
-def tokens_to_text(tokens: Sequence[str], sym_space: str = "<space>") -> str:
-    """Recover a transcript from ESPnet tokens (sentencepiece pieces, characters or words)."""
-    if any(t.startswith("\u2581") for t in tokens):
+def token_text_mode(token_list: Sequence[str], sym_space: str = "<space>") -> str:
+    """How a token list spells text, decided once from the whole list: `bpe` (sentencepiece pieces marked with
+    U+2581), `char` (the list holds the space symbol) or `word`."""
+    if any(t.startswith("\u2581") for t in token_list):
+        return "bpe"
+    if sym_space in token_list:
+        return "char"
+    return "word"
+
+
+def tokens_to_text(tokens: Sequence[str], mode: str, sym_space: str = "<space>") -> str:
+    """Recover a transcript from ESPnet tokens, as ESPnet's tokenizers' tokens2text do."""
+    if mode == "bpe":
         return "".join(tokens).replace("\u2581", " ").strip()
-    if any(t == sym_space for t in tokens) or all(len(t) == 1 for t in tokens):
+    if mode == "char":
         return "".join(" " if t == sym_space else t for t in tokens).strip()
-    return " ".join(tokens)
+    if mode == "word":
+        return " ".join(tokens)
+    raise ValueError(f"unknown token text mode {mode!r}")
 
 
 class OnlineSoftLabels:
@@ -31,6 +43,7 @@ class OnlineSoftLabels:
         self.config = config
         self.token_list = list(token_list)
         self.sym_space = sym_space
+        self.mode = token_text_mode(self.token_list, sym_space)
         self.teacher: Optional[MaskedLMTeacher] = None
         self.memo: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
 
@@ -44,7 +57,7 @@ class OnlineSoftLabels:
     def texts(self, text: torch.Tensor, text_lengths: torch.Tensor) -> List[str]:
         rows = text.tolist()
         return [
-            tokens_to_text([self.token_list[i] for i in row[:n]], self.sym_space)
+            tokens_to_text([self.token_list[i] for i in row[:n]], self.mode, self.sym_space)
             for row, n in zip(rows, text_lengths.tolist())
         ]
 

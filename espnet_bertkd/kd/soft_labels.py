@@ -123,7 +123,7 @@ def read_scp_keys(path: os.PathLike) -> List[str]:
 def write_meta(directory: os.PathLike, meta: Mapping[str, Any]) -> None:
     """Write kd_meta.json atomically (temporary name, then rename)."""
     path = Path(directory) / META_FILE
-    tmp = path.with_suffix(".json.tmp")
+    tmp = path.with_suffix(f".json.tmp{os.getpid()}")  # parallel jobs write the same file: one tmp each
     tmp.write_text(json.dumps(dict(meta), indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 

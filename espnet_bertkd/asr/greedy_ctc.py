@@ -1,0 +1,206 @@
+"""Batched greedy CTC decoding of any ESPnet ASR model (plugin, exported plain CTC, or CTC/attention).
+
+ESPnet 202511 has no greedy CTC path: `asr_inference` with `ctc_weight=1.0, beam_size=1` runs a prefix beam search one
+utterance at a time. Here utterances are sorted by length and batched; the encoder and the CTC argmax run once per
+batch; repeats are collapsed and blanks dropped on the whole batch at once.
+
+Padding must not change any output, so the places where ESPnet's batched computation depends on padding are made
+exact: the front-end runs per utterance (the STFT's centre padding reflects at the padded end of a batch), the
+subsampled padding mask is rebuilt from each utterance's own length, and every time-convolution in the encoder
+(conformer and E-Branchformer convolution modules) sees zeros beyond each utterance's end, as it does alone.
+The one case that stays padding-dependent is ESPnet's legacy relative position encoding (`rel_pos_type: legacy`),
+whose relative shift depends on the padded length; a warning says so.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+from espnet2.asr.espnet_model import ESPnetASRModel
+from torch.nn.utils.rnn import pad_sequence
+
+
+@dataclass
+class GreedyResult:
+    token_int: List[int]
+    score: float  # log-probability of the greedy frame path
+    interctc: Dict[int, List[int]]  # intermediate layer -> its greedy token ids
+
+
+def collapse(
+    logp: torch.Tensor, lengths: torch.Tensor, exclude: Sequence[int]
+) -> Tuple[List[List[int]], torch.Tensor]:
+    """Greedy CTC on a batch of log-posteriors (B, T, V): argmax per frame, merge repeats, drop blank/excluded ids.
+
+    Returns the token ids per utterance and the path scores (sum of the per-frame maxima over valid frames).
+    """
+    best, ids = logp.max(dim=-1)
+    valid = torch.arange(ids.size(1), device=ids.device)[None, :] < lengths[:, None]
+    previous = torch.nn.functional.pad(ids[:, :-1], (1, 0), value=-1)
+    keep = valid & (ids != previous) & ~torch.isin(ids, torch.tensor(list(exclude), device=ids.device))
+    scores = best.float().masked_fill(~valid, 0.0).sum(-1)
+    counts = keep.sum(-1).tolist()
+    flat = ids[keep].tolist()
+    out, start = [], 0
+    for n in counts:
+        out.append(flat[start : start + n])
+        start += n
+    return out, scores
+
+
+@contextlib.contextmanager
+def frontend_bypassed(model: ESPnetASRModel) -> Iterator[None]:
+    """Let `model.encode` take precomputed features (ESPnet skips a None front-end)."""
+    frontend = model.frontend
+    model.frontend = None
+    try:
+        yield
+    finally:
+        model.frontend = frontend
+
+
+def subsampled_lengths(embed: torch.nn.Module, lengths: torch.Tensor) -> torch.Tensor:
+    """Frames the subsampling convolutions give each utterance when it is alone (no padding after it).
+
+    Follows the time axis (the first kernel dimension) through the embed module's convolutions in order.
+    """
+    out = lengths.clone()
+    for module in embed.modules():
+        if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d)):
+            k, s, p, d = module.kernel_size[0], module.stride[0], module.padding[0], module.dilation[0]
+            out = torch.div(out + 2 * p - d * (k - 1) - 1, s, rounding_mode="floor") + 1
+    return out
+
+
+@contextlib.contextmanager
+def padding_exact_encoder(model: ESPnetASRModel) -> Iterator[None]:
+    """Make a padded batch through the encoder compute what each utterance computes alone.
+
+    1. ESPnet subsamples the padding mask by slicing it at the batch's padded length, which marks up to one extra
+       frame per subsampling stage as valid for shorter utterances (frames computed from padding, then attended
+       to). The subsampling module's output mask is replaced by one built from each utterance's own length.
+    2. Convolutions along time after subsampling (conformer / E-Branchformer modules) read neighbouring frames;
+       each Conv1d with a kernel wider than one frame gets its padded frames zeroed, as if the utterance ended there.
+    """
+    encoder = model.encoder
+    embed = getattr(encoder, "embed", None)
+    if embed is None:
+        yield
+        return
+    state: Dict[str, torch.Tensor] = {}
+
+    def capture_lengths(_module, args):
+        state["own"] = subsampled_lengths(embed, args[1])  # encoder(xs_pad, ilens, ...): lengths it is given
+
+    def fix_mask(_module, _inputs, output):
+        if not (isinstance(output, tuple) and isinstance(output[-1], torch.Tensor) and output[-1].dtype == torch.bool):
+            return None
+        mask = output[-1]  # (B, 1, T')
+        own = state["own"].to(mask.device)
+        mask = (torch.arange(mask.size(-1), device=mask.device)[None, :] < own[:, None])[:, None, :]
+        state["mask"] = mask
+        return output[:-1] + (mask,)
+
+    def zero_padding(_module, args):
+        x, mask = args[0], state.get("mask")
+        if mask is not None and x.dim() == 3 and x.size(-1) == mask.size(-1) and x.size(0) == mask.size(0):
+            return (x * mask.to(x.dtype),) + tuple(args[1:])
+        return None
+
+    handles = [encoder.register_forward_pre_hook(capture_lengths), embed.register_forward_hook(fix_mask)]
+    for name, module in encoder.named_modules():
+        if not name.startswith("embed") and isinstance(module, torch.nn.Conv1d) and module.kernel_size[0] > 1:
+            handles.append(module.register_forward_pre_hook(zero_padding))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+class GreedyCTCDecoder:
+    """Decode batches of waveforms (or features) with a model's CTC head, optionally at intermediate layers too."""
+
+    def __init__(self, model: ESPnetASRModel, interctc_layers: Sequence[int] = ()) -> None:
+        if model.ctc is None:
+            raise ValueError("the model has no CTC head (ctc_weight was 0): greedy CTC decoding is impossible")
+        self.model = model.eval()
+        self.interctc_layers = sorted(interctc_layers)
+        self.exclude = sorted({model.blank_id, model.sos, model.eos})
+        self._expose_layers()
+        if any(type(m).__name__.startswith("LegacyRel") for m in model.modules()):
+            logging.warning(
+                "the encoder uses legacy relative positions (rel_pos_type: legacy), whose output depends on the "
+                "padded batch length in ESPnet itself; batched hypotheses can differ from one-at-a-time decoding. "
+                "Use --batch_size 1 for exact results, or train with rel_pos_type: latest."
+            )
+
+    def _expose_layers(self) -> None:
+        if not self.interctc_layers:
+            return
+        encoder = self.model.encoder
+        if not hasattr(encoder, "interctc_layer_idx"):
+            raise ValueError(f"{type(encoder).__name__} cannot return intermediate layers")
+        present = set(encoder.interctc_layer_idx)
+        missing = set(self.interctc_layers) - present
+        num_blocks = len(encoder.encoders)
+        if any(not 0 < l < num_blocks for l in self.interctc_layers):
+            raise ValueError(f"--interctc_layers {self.interctc_layers}: intermediate blocks are 1..{num_blocks - 1}")
+        if missing and getattr(encoder, "interctc_use_conditioning", False):
+            raise ValueError(
+                f"--interctc_layers {sorted(missing)}: this encoder conditions on CTC at its interCTC layers "
+                f"{sorted(present)}; only those can be decoded"
+            )
+        encoder.interctc_layer_idx = sorted(present | missing)
+
+    @torch.no_grad()
+    def encode(self, speech: torch.Tensor, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, Dict[int, torch.Tensor]]:
+        """Padding-exact batched encoding: per-utterance front-end, masked convolutions, one encoder pass."""
+        model = self.model
+        if model.frontend is not None:
+            feats = [model._extract_feats(speech[i : i + 1, : lengths[i]], lengths[i : i + 1])[0][0]
+                     for i in range(speech.size(0))]
+            feat_lengths = torch.tensor([f.size(0) for f in feats], device=speech.device)
+            speech, lengths = pad_sequence(feats, batch_first=True), feat_lengths
+        with frontend_bypassed(model), padding_exact_encoder(model):
+            out, out_lengths = ESPnetASRModel.encode(model, speech, lengths)  # unfiltered: every returned layer
+        layers: Dict[int, torch.Tensor] = {}
+        if isinstance(out, tuple):
+            out, intermediate = out
+            layers = dict(intermediate)
+        return out, out_lengths, layers
+
+    @torch.no_grad()
+    def __call__(self, speech: torch.Tensor, lengths: torch.Tensor) -> List[GreedyResult]:
+        encoder_out, out_lengths, layers = self.encode(speech, lengths)
+        tokens, scores = collapse(self.model.ctc.log_softmax(encoder_out), out_lengths, self.exclude)
+        inter = {l: collapse(self.model.ctc.log_softmax(layers[l]), out_lengths, self.exclude)[0]
+                 for l in self.interctc_layers}
+        return [
+            GreedyResult(t, float(s), {l: inter[l][i] for l in self.interctc_layers})
+            for i, (t, s) in enumerate(zip(tokens, scores.tolist()))
+        ]
+
+
+def length_sorted_batches(
+    lengths: Dict[str, int], batch_size: int = 0, batch_samples: int = 0
+) -> List[List[str]]:
+    """Keys sorted by length (longest first) and cut into batches of `batch_size` utterances or, when
+    `batch_size` is 0, of at most `batch_samples` padded samples (longest x count)."""
+    if batch_size <= 0 and batch_samples <= 0:
+        raise ValueError("set --batch_size (utterances) or --batch_seconds (audio per batch)")
+    keys = sorted(lengths, key=lambda k: (-lengths[k], k))
+    batches: List[List[str]] = []
+    for key in keys:
+        if batches:
+            current = batches[-1]
+            longest = lengths[current[0]]
+            fits = len(current) < batch_size if batch_size > 0 else (len(current) + 1) * longest <= batch_samples
+            if fits:
+                current.append(key)
+                continue
+        batches.append([key])
+    return batches

@@ -1,0 +1,123 @@
+"""Batched greedy CTC decoding equals a per-utterance argmax/collapse reference, whatever the batching and padding."""
+from __future__ import annotations
+
+import itertools
+from typing import List
+
+import pytest
+import torch
+
+from conftest import build_asr_model
+from espnet_bertkd.asr.greedy_ctc import GreedyCTCDecoder, collapse, length_sorted_batches, padding_exact_encoder
+
+# ESPnet's recipes use the "latest" relative positions; the legacy ones depend on the padded length (see greedy_ctc).
+CONFORMER = {"num_blocks": 2, "rel_pos_type": "latest", "pos_enc_layer_type": "rel_pos",
+             "selfattention_layer_type": "rel_selfattn"}
+ENCODER_CONF = {"conformer": CONFORMER, "e_branchformer": {"num_blocks": 2}, "transformer": {"num_blocks": 2}}
+LENGTHS = [9000, 4100, 7300, 2600, 8800, 5000]  # samples at 16 kHz: mixed, so batches carry padding
+
+
+def sharpen(model):
+    """Random models emit one token everywhere; a larger CTC output scale gives varied, tie-free paths."""
+    with torch.no_grad():
+        model.ctc.ctc_lo.weight.mul_(30.0)
+    return model.eval()
+
+
+def waveforms(seed: int = 0) -> List[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, generator=g) * 0.3 for n in LENGTHS]
+
+
+def reference(model, wave: torch.Tensor) -> List[int]:
+    """What ESPnet computes for one utterance alone: encode, CTC argmax per frame, merge repeats, drop blanks."""
+    with torch.no_grad():
+        enc, _ = model.encode(wave[None].clone(), torch.tensor([wave.numel()]))
+        if isinstance(enc, tuple):
+            enc = enc[0]
+        ids = model.ctc.argmax(enc)[0].tolist()
+    return [k for k, _ in itertools.groupby(ids) if k not in (model.blank_id, model.sos, model.eos)]
+
+
+def decode(decoder: GreedyCTCDecoder, waves: List[torch.Tensor], batch_size: int) -> List[List[int]]:
+    out = {}
+    lengths = {i: w.numel() for i, w in enumerate(waves)}
+    for batch in length_sorted_batches(lengths, batch_size=batch_size):
+        speech = torch.nn.utils.rnn.pad_sequence([waves[i] for i in batch], batch_first=True)
+        results = decoder(speech, torch.tensor([lengths[i] for i in batch]))
+        out.update({i: r.token_int for i, r in zip(batch, results)})
+    return [out[i] for i in range(len(waves))]
+
+
+@pytest.mark.parametrize("encoder", ["conformer", "e_branchformer", "transformer"])
+def test_batched_greedy_equals_per_utterance_reference(encoder):
+    model = sharpen(build_asr_model(encoder, {"ctc_weight": 1.0}, model="espnet", input_size=None,
+                                    encoder_conf=ENCODER_CONF[encoder]))
+    waves = waveforms()
+    expected = [reference(model, w) for w in waves]
+    assert sum(len(e) for e in expected) > 20 and len({tuple(e) for e in expected}) == len(waves)
+    decoder = GreedyCTCDecoder(model)
+    for batch_size in (1, 2, 4, len(waves)):
+        assert decode(decoder, waves, batch_size) == expected, f"batch_size={batch_size}"
+
+
+def test_padding_would_leak_without_masked_convolutions():
+    """The conformer's convolution module reads padded frames; the decoder's masking is what makes batches exact."""
+    model = sharpen(build_asr_model("conformer", {"ctc_weight": 1.0}, model="espnet", input_size=None,
+                                    encoder_conf=CONFORMER))
+    decoder = GreedyCTCDecoder(model)
+    waves = waveforms()[:2]  # 9000 and 4100 samples: the second is heavily padded in a batch
+    speech = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
+    lengths = torch.tensor([w.numel() for w in waves])
+    alone, alone_len, _ = decoder.encode(waves[1][None], lengths[1:])
+    batched, _, _ = decoder.encode(speech, lengths)
+    n = int(alone_len[0])
+    assert torch.allclose(batched[1, :n], alone[0, :n], atol=1e-5)
+
+    import espnet_bertkd.asr.greedy_ctc as greedy
+
+    original = greedy.padding_exact_encoder
+    try:
+        greedy.padding_exact_encoder = lambda m: torch.no_grad()  # no masking
+        leaky, _, _ = decoder.encode(speech, lengths)
+    finally:
+        greedy.padding_exact_encoder = original
+    assert (leaky[1, :n] - alone[0, :n]).abs().max() > 1e-4
+
+
+def test_plugin_model_decodes_intermediate_layers(teacher_dir):
+    model = sharpen(build_asr_model(
+        "conformer",
+        {"ctc_weight": 0.5, "kd_layers": [1, 3], "teacher": {"model": teacher_dir, "mode": "online"},
+         "kd_decoder_conf": {"num_blocks": 1, "linear_units": 32, "attention_heads": 2}},
+        input_size=None, encoder_conf={**CONFORMER, "num_blocks": 3}))
+    decoder = GreedyCTCDecoder(model, interctc_layers=[1, 2])
+    waves = waveforms(1)[:3]
+    speech = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
+    results = decoder(speech, torch.tensor([w.numel() for w in waves]))
+    assert [r.token_int for r in results] == [reference(model, w) for w in waves]
+    for r, w in zip(results, waves):
+        assert set(r.interctc) == {1, 2}
+        with torch.no_grad():
+            enc, lens, layers = model.encode_layers(w[None].clone(), torch.tensor([w.numel()]))
+        ids = model.ctc.argmax(layers[2])[0].tolist()
+        assert r.interctc[2] == [k for k, _ in itertools.groupby(ids) if k not in (model.blank_id, model.sos)]
+
+
+def test_collapse_hand_example():
+    # frames: a a _ a b b _ _ b (blank = 0): -> a a b b; padded frames beyond length 9 ignored
+    ids = [1, 1, 0, 1, 2, 2, 0, 0, 2, 1, 1]
+    logp = torch.full((1, len(ids), 4), -10.0)
+    for t, i in enumerate(ids):
+        logp[0, t, i] = -0.5
+    tokens, scores = collapse(logp, torch.tensor([9]), exclude=[0, 3])
+    assert tokens == [[1, 1, 2, 2]]
+    assert scores.tolist() == pytest.approx([-4.5])
+
+
+def test_length_sorted_batches():
+    lengths = {"a": 10, "b": 50, "c": 30, "d": 20}
+    assert length_sorted_batches(lengths, batch_size=2) == [["b", "c"], ["d", "a"]]
+    assert length_sorted_batches(lengths, batch_samples=60) == [["b"], ["c", "d"], ["a"]]
+    with pytest.raises(ValueError, match="batch"):
+        length_sorted_batches(lengths)
