@@ -102,7 +102,7 @@ def main() -> None:
 
         texts = [" ".join("".join(CHARS[(i * 7 + j) % 26] for j in range(5)) for i in range(40))]
         teacher = build_bert(texts * 5, tempfile.mkdtemp(), vocab_size=500, hidden_size=256, num_layers=4,
-                             num_heads=4, max_position_embeddings=512)
+                             num_heads=4, max_position_embeddings=512, model_vocab_size=vocab)
         systems[f"inter_aed_kd online {kd_layers} (first visit)"] = {
             **kd_conf, "teacher": {"model": teacher, "mode": "online", "topk": topk}}
 

@@ -163,3 +163,21 @@ def test_gradient_flows_and_skips_padding():
 def test_alpha_outside_unit_interval_raises(alpha):
     with pytest.raises(ValueError, match="kd_alpha"):
         KDDecoderLoss(V, alpha, 0.1, IGNORE, normalize_length=False)
+
+
+@pytest.mark.parametrize("smoothing,normalize_length", [(0.0, False), (0.1, False), (0.2, True)])
+def test_closed_form_ce_equals_espnet_label_smoothing_loss(smoothing, normalize_length):
+    """The closed-form CE term has exactly the value (and gradient) of ESPnet's LabelSmoothingLoss."""
+    from espnet.nets.pytorch_backend.transformer.label_smoothing_loss import LabelSmoothingLoss
+
+    torch.manual_seed(3)
+    logits = torch.randn(3, 5, 11, requires_grad=True)
+    target = torch.randint(0, 11, (3, 5))
+    target[1, 3:] = -1
+    target[2, 1:] = -1
+    ours = KDDecoderLoss(11, 0.0, smoothing, -1, normalize_length)(logits, target, None, None)[1]
+    espnet = LabelSmoothingLoss(11, -1, smoothing, normalize_length)(logits, target)
+    assert torch.allclose(ours, espnet, atol=1e-5)
+    g_ours, = torch.autograd.grad(ours, logits)
+    g_espnet, = torch.autograd.grad(espnet, logits)
+    assert torch.allclose(g_ours, g_espnet, atol=1e-6)
