@@ -139,6 +139,13 @@ def test_train_decode_export(workdir: Path, teacher_dir: str, monkeypatch) -> No
          *data_args(root, "train", "train", True), *data_args(root, "valid", "dev", True)], root)
     model_file = root / "exp/valid.cer_ctc.best.pth"
     assert model_file.exists() and (root / "exp/checkpoint.pth").exists()
+    assert (root / "exp/valid.cer_ctc.ave.pth").exists()  # ESPnet's checkpoint averaging
+    assert any((root / "exp/tensorboard").rglob("events.out.tfevents*"))
+
+    # 4b. --resume true continues from checkpoint.pth (KD decoders included) for one more epoch
+    resumed = run(["-m", "espnet_bertkd.bin.asr_train", *train_args, "--max_epoch", "3",
+                   *data_args(root, "train", "train", True), *data_args(root, "valid", "dev", True)], root)
+    assert "The training was resumed" in resumed.stderr and (root / "exp/3epoch.pth").exists()
     state = torch.load(model_file, map_location="cpu")
     assert any(k.startswith("kd_decoders.") for k in state)
     assert not any("teacher" in k or "bert" in k for k in state)

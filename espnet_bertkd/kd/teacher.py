@@ -103,6 +103,23 @@ def load_teacher_vocab_size(name_or_path: str) -> int:
         raise OSError(_offline_hint(name_or_path)) from e
 
 
+def vocab_hash(tokenizer: Any) -> str:
+    """A fingerprint of a tokenizer's vocabulary, stored with cached soft labels to catch a swapped teacher
+    (paths differ between machines; the vocabulary does not)."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def load_vocab_hash(name_or_path: str) -> Optional[str]:
+    """The teacher's vocabulary fingerprint, or None when its tokenizer cannot be loaded here."""
+    from transformers import AutoTokenizer
+
+    try:
+        return vocab_hash(AutoTokenizer.from_pretrained(name_or_path))
+    except (OSError, ValueError):
+        return None
+
+
 def softmax_topk(logits: torch.Tensor, topk: int, temperature: float) -> Tuple[torch.Tensor, torch.Tensor]:
     """Top-k ids and q = softmax(top-k logits / T), computed in fp32 whatever the teacher's dtype."""
     values, ids = logits.float().topk(topk, dim=-1)
@@ -192,9 +209,7 @@ class MaskedLMTeacher:
 
     @property
     def vocab_hash(self) -> str:
-        """A fingerprint of the vocabulary, stored with cached soft labels to catch a swapped teacher."""
-        vocab = sorted(self.tokenizer.get_vocab().items(), key=lambda kv: kv[1])
-        return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
+        return vocab_hash(self.tokenizer)
 
     def metadata(self) -> Dict[str, Any]:
         return {

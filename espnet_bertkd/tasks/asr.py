@@ -41,7 +41,7 @@ def check_training_args(args) -> None:
     import os
 
     from espnet_bertkd.kd.soft_labels import KD_PROB, KD_TOKEN, check_coverage, check_meta, read_scp_keys
-    from espnet_bertkd.kd.teacher import TeacherConfig
+    from espnet_bertkd.kd.teacher import TeacherConfig, load_vocab_hash
 
     if getattr(args, "model", None) != MODEL_NAME or getattr(args, "collect_stats", False):
         return
@@ -53,6 +53,7 @@ def check_training_args(args) -> None:
     teacher = TeacherConfig.from_dict(conf["teacher"])
     if teacher.mode != "cached":
         return
+    fingerprint = load_vocab_hash(teacher.model)  # None (not checked) where the teacher is not on this machine
     for split in ("train", "valid"):
         entries = {name: path for path, name, _ in getattr(args, f"{split}_data_path_and_name_and_type") or []}
         for name in (KD_TOKEN, KD_PROB):
@@ -70,6 +71,6 @@ def check_training_args(args) -> None:
                 check_coverage(entries[name], utt_ids, reference)
         check_meta(
             os.path.dirname(entries[KD_TOKEN]),
-            {"teacher": teacher.model, "topk": teacher.topk, "temperature": teacher.temperature,
+            {"vocab_hash": fingerprint, "topk": teacher.topk, "temperature": teacher.temperature,
              "vocab_size": teacher.vocab_size},
         )
