@@ -49,26 +49,14 @@ def build_asr_model(
     decoder: str | None = None,
     input_size: int | None = 20,
 ):
-    """Build through ESPnet's parser, exactly as asr_train would. `input_size=None` gives ESPnet's default
-    (STFT + fbank) front-end on raw waveforms, sized small."""
+    """Build through ESPnet's parser, exactly as asr_train would (see asr_train_args)."""
+    import argparse
+
     from espnet2.tasks.asr import ASRTask
 
-    enc = {"num_blocks": 3, "output_size": 16, "attention_heads": 2, "linear_units": 32, **(encoder_conf or {})}
-    argv = ["--token_list", "dummy", "--encoder", encoder, "--model", model]
-    if input_size is None:
-        argv += ["--frontend_conf", "n_fft=256", "--frontend_conf", "hop_length=128", "--frontend_conf", "n_mels=20"]
-    else:
-        argv += ["--input_size", str(input_size)]
-    for k, v in enc.items():
-        argv += ["--encoder_conf", f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}"]
-    if decoder is not None:
-        argv += ["--decoder", decoder, "--decoder_conf", "num_blocks=1", "--decoder_conf", "linear_units=32",
-                 "--decoder_conf", "attention_heads=2"]
-    args = ASRTask.get_parser().parse_args(argv)
-    args.token_list = list(TOKENS)
-    args.model_conf = dict(model_conf or {})
+    args = asr_train_args(encoder, model_conf, model, encoder_conf, decoder, input_size)
     torch.manual_seed(0)
-    return ASRTask.build_model(args)
+    return ASRTask.build_model(argparse.Namespace(**args))
 
 
 def batch(texts: Sequence[str] = TEXTS[:3], frames: int = 200, input_size: int = 20, seed: int = 0) -> Dict:
@@ -131,14 +119,18 @@ def asr_train_args(
     model: str = "bertkd",
     encoder_conf: Dict | None = None,
     decoder: str | None = None,
-    input_size: int = 20,
+    input_size: int | None = 20,
 ) -> Dict:
-    """The training config as ESPnet writes it to config.yaml (`vars(args)`), for the same model build_asr_model
-    builds with the same arguments."""
+    """The training config as ESPnet writes it to config.yaml (`vars(args)`). `input_size=None` gives ESPnet's
+    default (STFT + fbank) front-end on raw waveforms, sized small; otherwise speech is already features."""
     from espnet2.tasks.asr import ASRTask
 
     enc = {"num_blocks": 3, "output_size": 16, "attention_heads": 2, "linear_units": 32, **(encoder_conf or {})}
-    argv = ["--token_list", "dummy", "--input_size", str(input_size), "--encoder", encoder, "--model", model]
+    argv = ["--token_list", "dummy", "--encoder", encoder, "--model", model]
+    if input_size is None:
+        argv += ["--frontend_conf", "n_fft=256", "--frontend_conf", "hop_length=128", "--frontend_conf", "n_mels=20"]
+    else:
+        argv += ["--input_size", str(input_size)]
     for k, v in enc.items():
         argv += ["--encoder_conf", f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}"]
     if decoder is not None:
