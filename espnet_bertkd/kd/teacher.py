@@ -148,16 +148,22 @@ def masked_copies(
 class MaskedLMTeacher:
     """Loads a Hugging Face masked LM + tokenizer and computes soft labels for batches of transcripts."""
 
-    def __init__(self, config: TeacherConfig, device: Optional[str] = None) -> None:
+    def __init__(
+        self, config: TeacherConfig, device: Optional[str] = None, model: Any = None, tokenizer: Any = None
+    ) -> None:
+        """Load `config.model`, or wrap an already loaded `model` + `tokenizer` (e.g. one being trained: the
+        wrapper freezes nothing then, and scoring switches the model to eval mode)."""
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
         self.config = config
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(config.model)
-            self.model = AutoModelForMaskedLM.from_pretrained(config.model, dtype=TEACHER_DTYPES[config.dtype])
-        except OSError as e:
-            raise OSError(_offline_hint(config.model)) from e
-        self.model.eval().requires_grad_(False)
+        if model is None:
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(config.model)
+                model = AutoModelForMaskedLM.from_pretrained(config.model, dtype=TEACHER_DTYPES[config.dtype])
+            except OSError as e:
+                raise OSError(_offline_hint(config.model)) from e
+            model.requires_grad_(False)
+        self.tokenizer, self.model = tokenizer, model.eval()
         if device is None:
             device = "cpu" if config.device == "auto" else config.device
         self.to(device)
