@@ -161,6 +161,8 @@ def test_train_decode_export(workdir: Path, teacher_dir: str, monkeypatch) -> No
          "--data_path_and_name_and_type", "data/dev/wav.scp,speech,sound", "--output_dir", str(out)], root)
     hyps = (out / "1best_recog/text").read_text().splitlines()
     assert len(hyps) == 2
+    beam_speed = json.loads((out / "speed.json").read_text())  # timed inside ESPnet's Speech2Text calls
+    assert beam_speed["utterances"] == 2 and beam_speed["rtf"] > 0
 
     # 6. export, then plain ESPnet (no plugin) loads it with every key matching and gives the same posteriors
     from espnet_bertkd.asr.export import export_ctc
@@ -208,6 +210,7 @@ def test_train_decode_export(workdir: Path, teacher_dir: str, monkeypatch) -> No
     assert (root / "greedy_plugin/1best_recog/encoder_interctc_layer1.txt").exists()
     speed = json.loads((root / "greedy_plugin/speed.json").read_text())
     assert speed["utterances"] == 2 and speed["rtf"] > 0 and speed["audio_seconds"] > 1.0
+    assert speed["inference_params"] == params  # greedy decoding uses exactly the exported model's parameters
 
     # 8. plain ESPnet's asr_inference decodes the exported model
     run(["-m", "espnet2.bin.asr_inference", "--asr_train_config", str(config_path), "--asr_model_file",

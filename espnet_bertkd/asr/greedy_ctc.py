@@ -138,6 +138,13 @@ class GreedyCTCDecoder:
                 "Use --batch_size 1 for exact results, or train with rel_pos_type: latest."
             )
 
+    @property
+    def inference_params(self) -> int:
+        """Parameters greedy decoding uses: front-end to CTC head (no attention or KD decoders)."""
+        m = self.model
+        parts = [m.frontend, m.normalize, m.preencoder, m.encoder, m.postencoder, m.ctc]
+        return sum(p.numel() for part in parts if part is not None for p in part.parameters())
+
     def _expose_layers(self) -> None:
         if not self.interctc_layers:
             return

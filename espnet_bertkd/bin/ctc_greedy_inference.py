@@ -11,7 +11,6 @@ Works for `model: bertkd` checkpoints, exported plain CTC models and ESPnet CTC/
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -25,6 +24,7 @@ import torch
 
 import espnet_bertkd  # noqa: F401  (registers model: bertkd)
 from espnet_bertkd.asr.greedy_ctc import GreedyCTCDecoder, length_sorted_batches
+from espnet_bertkd.asr.speed import speed_record, write_speed
 
 
 def read_key_file(path: str) -> List[str]:
@@ -131,15 +131,10 @@ def main(argv: Optional[List[str]] = None) -> None:
             for layer, ids in r.interctc.items():
                 best[f"encoder_interctc_layer{layer}.txt"][key] = " ".join(token_list[i] for i in ids)
     audio_seconds = sum(lengths[k] for k in keys) / args.fs if speech_entries[0][2] == "sound" else None
-    speed = {
-        "utterances": len(keys), "batches": len(batches), "compute_seconds": compute, "wall_seconds": wall,
-        "audio_seconds": audio_seconds, "rtf": compute / audio_seconds if audio_seconds else None,
-        "utterances_per_second": len(keys) / compute if compute > 0 else None, "device": device, "dtype": args.dtype,
-        "batch_size": args.batch_size, "batch_seconds": args.batch_seconds,
-    }
-    tmp = out_dir / "speed.json.tmp"
-    tmp.write_text(json.dumps(speed, indent=2) + "\n")
-    os.replace(tmp, out_dir / "speed.json")
+    speed = speed_record(len(keys), compute, audio_seconds, decoder="ctc_greedy_inference", batches=len(batches),
+                         wall_seconds=wall, device=device, dtype=args.dtype, batch_size=args.batch_size,
+                         batch_seconds=args.batch_seconds, inference_params=decoder.inference_params)
+    write_speed(out_dir, speed)
     logging.info("greedy CTC: %d utterances in %.2f s compute (RTF %s, %.1f utt/s)", len(keys), compute,
                  f"{speed['rtf']:.4f}" if speed["rtf"] else "n/a", speed["utterances_per_second"] or 0.0)
 
