@@ -13,10 +13,12 @@ install_requires = [
     "kaldiio>=2.18",
     "jiwer>=3.0",
     "soundfile>=0.12",
+    "espeakng-loader>=0.2.4",  # eSpeak NG library + data for the synthetic corpus (espnet_bertkd.corpus)
     "tqdm>=4.60",
     "tensorboard>=2.14",  # ESPnet's trainer writes tensorboard logs
     "matplotlib>=3.7",  # ESPnet's training-curve images
     "numpy>=1.24",
+    "scipy>=1.10",  # resampling and noise in the corpus generator
 ]
 
 setup(

@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# The shared stage driver of the espnet-bertkd recipes (ESPnet's egs2/TEMPLATE/asr1/asr.sh, for a pip install).
+# Every stage prints what it runs, logs to exp/.../*.log, and calls a Python entry point; a stage whose outputs
+# exist is skipped (remove them, or the stage's directory, to redo it). Run from a recipe directory.
+#
+#  1. data preparation (LibriSpeech layout -> data/<set>/{wav.scp,text,utt2spk,spk2utt}, data/lm_train.txt)
+#  2. token list (sentencepiece with its Python API, or characters)
+#  3. teacher: the given masked LM, or one trained on the LM text (--teacher train)
+#  4. teacher soft labels for the training and validation sets (parallel jobs)
+#  5. external Transformer LM (ESPnet's LM task) on the same text as the teacher, for shallow fusion
+#  6. ASR collect-stats, then training of each system in --systems
+#  7. decoding: greedy CTC for every system, ESPnet beam search + LM shallow fusion for --sf_systems
+#  8. scoring (jiwer) and RESULTS.md / results.png
+set -euo pipefail
+
+stage=1
+stop_stage=100
+nj=2                     # parallel jobs of stage 4
+ngpu=0
+corpus_root=             # a LibriSpeech-layout directory
+corpus_sets=             # its sets to prepare, e.g. "train-clean-100 dev-clean test-clean"
+lm_text=                 # extra LM text (one sentence per line, .gz allowed), e.g. librispeech-lm-norm.txt.gz
+train_set=
+valid_set=
+test_sets=
+token_type=bpe           # bpe or char
+nbpe=300
+bpemode=unigram
+teacher=train            # hub id or local directory of a masked LM, or "train" (a small BERT on the LM text)
+teacher_args=""          # options of espnet_bertkd.bin.train_teacher (with --teacher train, or to fine-tune)
+teacher_finetune=false   # fine-tune the given --teacher on the LM text first
+topk=8
+kd_temperature=1.0
+systems="ctc aed final_aed_kd inter_aed_kd"
+sf_systems="ctc"         # systems also decoded with beam search + LM shallow fusion
+asr_config_dir=conf      # holds train_asr_<system>.yaml
+asr_args=""
+lm_config=conf/train_lm.yaml
+lm_args=""
+inference_config=conf/decode_sf.yaml
+greedy_args="--batch_seconds 200"
+asr_model=valid.cer_ctc.ave.pth
+seed=0
+expdir=exp
+datadir=data
+dumpdir=dump
+python=python3
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+[ -f cmd.sh ] && . ./cmd.sh || . "${here}/cmd.sh"
+. "${here}/parse_options.sh"
+
+log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (asr.sh) $*"; }
+run() { log "$*"; "$@"; }
+stage_on() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
+launch() { ${python} -m espnet_bertkd.bin.launch_jobs --backend "${cmd_backend}" --slurm_opts "${slurm_opts}" "$@"; }
+
+[ -n "${train_set}" ] && [ -n "${valid_set}" ] && [ -n "${test_sets}" ] \
+    || { echo "$0: --train_set, --valid_set and --test_sets are required" >&2; exit 1; }
+mkdir -p "${expdir}"
+if [ "${token_type}" = bpe ]; then
+    token_dir=${datadir}/token_list/bpe_${bpemode}${nbpe}
+    token_opts="--token_type bpe --bpemodel ${token_dir}/bpe.model"
+else
+    token_dir=${datadir}/token_list/${token_type}
+    token_opts="--token_type ${token_type}"
+fi
+token_list=${token_dir}/tokens.txt
+if [ "${teacher}" = train ] || [ "${teacher_finetune}" = true ]; then teacher_dir=${expdir}/teacher; else teacher_dir=${teacher}; fi
+asr_stats_dir=${expdir}/asr_stats_${token_type}
+lm_exp=${expdir}/lm
+
+if stage_on 1; then
+    log "Stage 1: data preparation from ${corpus_root}"
+    if [ ! -f "${datadir}/lm_train.txt" ]; then
+        run ${python} -m espnet_bertkd.bin.prepare_librispeech --root "${corpus_root}" --data_dir "${datadir}" ${corpus_sets}
+        lm_opts=""; [ -n "${lm_text}" ] && lm_opts="--lm_text ${lm_text}"
+        run ${python} -m espnet_bertkd.bin.prepare_lm_text --output "${datadir}/lm_train.txt" \
+            --text "${datadir}/${train_set}/text" ${lm_opts}
+    else
+        log "skip: ${datadir}/lm_train.txt exists"
+    fi
+fi
+
+if stage_on 2; then
+    log "Stage 2: ${token_type} token list -> ${token_list}"
+    if [ ! -f "${token_list}" ]; then
+        run ${python} -m espnet_bertkd.bin.train_bpe --token_type "${token_type}" --text "${datadir}/${train_set}/text" \
+            --output_dir "${token_dir}" --vocab_size "${nbpe}" --model_type "${bpemode}"
+    else
+        log "skip: ${token_list} exists"
+    fi
+fi
+
+if stage_on 3; then
+    log "Stage 3: teacher -> ${teacher_dir}"
+    if [ "${teacher_dir}" = "${expdir}/teacher" ] && [ ! -f "${teacher_dir}/training.json" ]; then
+        init_opts=""; [ "${teacher}" != train ] && init_opts="--init ${teacher}"
+        cut -d' ' -f2- "${datadir}/lm_train.txt" > "${expdir}/teacher_text.txt"
+        run ${python} -m espnet_bertkd.bin.train_teacher --text "${expdir}/teacher_text.txt" \
+            --output_dir "${teacher_dir}" --seed "${seed}" ${init_opts} ${teacher_args} 2>&1 | tee "${expdir}/teacher.log"
+    else
+        log "skip: using ${teacher_dir}"
+    fi
+fi
+
+if stage_on 4; then
+    for dset in "${train_set}" "${valid_set}"; do
+        out=${dumpdir}/kd/${dset}
+        log "Stage 4: teacher soft labels for ${dset} -> ${out} (${nj} jobs)"
+        if [ ! -f "${out}/kd_token.scp" ]; then
+            launch --nj "${nj}" --log "${out}/log/extract.JOB.log" -- ${python} -m espnet_bertkd.bin.extract_soft_labels \
+                --teacher "${teacher_dir}" --text "${datadir}/${dset}/text" --output_dir "${out}" \
+                --topk "${topk}" --temperature "${kd_temperature}" --nj "${nj}" --job JOB
+        else
+            log "skip: ${out}/kd_token.scp exists"
+        fi
+    done
+fi
+
+if stage_on 5; then
+    log "Stage 5: Transformer LM for shallow fusion -> ${lm_exp}"
+    if [ ! -f "${lm_exp}/valid.loss.ave.pth" ]; then
+        lm_stats=${expdir}/lm_stats_${token_type}
+        data_opts="--train_data_path_and_name_and_type ${datadir}/lm_train.txt,text,text
+                   --valid_data_path_and_name_and_type ${datadir}/${valid_set}/text,text,text"
+        run ${python} -m espnet2.bin.lm_train --collect_stats true --use_preprocessor true ${token_opts} \
+            --token_list "${token_list}" --non_linguistic_symbols none --cleaner none --g2p none ${data_opts} \
+            --train_shape_file "${datadir}/lm_train.txt" --valid_shape_file "${datadir}/${valid_set}/text" \
+            --output_dir "${lm_stats}" --config "${lm_config}" ${lm_args} > "${expdir}/lm_stats.log" 2>&1
+        run ${python} -m espnet2.bin.lm_train --ngpu "${ngpu}" --use_preprocessor true ${token_opts} \
+            --token_list "${token_list}" --non_linguistic_symbols none --cleaner none --g2p none ${data_opts} \
+            --train_shape_file "${lm_stats}/train/text_shape" --valid_shape_file "${lm_stats}/valid/text_shape" \
+            --fold_length 150 --resume true --output_dir "${lm_exp}" --seed "${seed}" --config "${lm_config}" \
+            ${lm_args} > "${expdir}/lm_train.log" 2>&1
+    else
+        log "skip: ${lm_exp}/valid.loss.ave.pth exists"
+    fi
+fi
+
+asr_data_opts() {  # $1 = train|valid, $2 = data set, $3 = with soft labels (true|false)
+    echo "--${1}_data_path_and_name_and_type ${datadir}/${2}/wav.scp,speech,sound"
+    echo "--${1}_data_path_and_name_and_type ${datadir}/${2}/text,text,text"
+    if [ "$3" = true ]; then
+        echo "--${1}_data_path_and_name_and_type ${dumpdir}/kd/${2}/kd_token.scp,kd_token,kaldi_ark"
+        echo "--${1}_data_path_and_name_and_type ${dumpdir}/kd/${2}/kd_prob.scp,kd_prob,kaldi_ark"
+    fi
+}
+common_asr_opts="--use_preprocessor true ${token_opts} --token_list ${token_list} --non_linguistic_symbols none
+                 --cleaner none --g2p none --ngpu ${ngpu}"
+
+if stage_on 6; then
+    first=$(echo ${systems} | cut -d' ' -f1)
+    log "Stage 6a: ASR collect-stats -> ${asr_stats_dir}"
+    if [ ! -f "${asr_stats_dir}/train/feats_stats.npz" ]; then
+        run ${python} -m espnet_bertkd.bin.asr_train --collect_stats true ${common_asr_opts} \
+            --config "${asr_config_dir}/train_asr_${first}.yaml" --normalize none \
+            $(asr_data_opts train "${train_set}" false) $(asr_data_opts valid "${valid_set}" false) \
+            --train_shape_file "${datadir}/${train_set}/wav.scp" --valid_shape_file "${datadir}/${valid_set}/wav.scp" \
+            --output_dir "${asr_stats_dir}" > "${expdir}/asr_stats.log" 2>&1
+    fi
+    for system in ${systems}; do
+        config=${asr_config_dir}/train_asr_${system}.yaml
+        log "Stage 6b: training ${system} (${config}) -> ${expdir}/${system}"
+        if [ -f "${expdir}/${system}/${asr_model}" ]; then log "skip: ${expdir}/${system}/${asr_model} exists"; continue; fi
+        kd=false; grep -q '^ *teacher:' "${config}" && kd=true  # KD systems name a teacher in model_conf
+        kd_opts=""; [ "${kd}" = true ] && kd_opts="--model_conf teacher.model=${teacher_dir}"
+        run ${python} -m espnet_bertkd.bin.asr_train ${common_asr_opts} --config "${config}" \
+            --normalize_conf "stats_file=${asr_stats_dir}/train/feats_stats.npz" \
+            $(asr_data_opts train "${train_set}" "${kd}") $(asr_data_opts valid "${valid_set}" "${kd}") \
+            --train_shape_file "${asr_stats_dir}/train/speech_shape" --valid_shape_file "${asr_stats_dir}/valid/speech_shape" \
+            --fold_length 80000 --resume true --seed "${seed}" --output_dir "${expdir}/${system}" ${kd_opts} ${asr_args} \
+            > "${expdir}/${system}.train.log" 2>&1
+    done
+fi
+
+if stage_on 7; then
+    for system in ${systems}; do
+        for dset in ${test_sets}; do
+            out=${expdir}/${system}/decode_greedy/${dset}
+            log "Stage 7: greedy CTC ${system} ${dset} -> ${out}"
+            [ -f "${out}/speed.json" ] && { log "skip: ${out}/speed.json exists"; continue; }
+            mkdir -p "$(dirname "${out}")"
+            run ${python} -m espnet_bertkd.bin.ctc_greedy_inference --asr_train_config "${expdir}/${system}/config.yaml" \
+                --asr_model_file "${expdir}/${system}/${asr_model}" --ngpu "${ngpu}" \
+                --data_path_and_name_and_type "${datadir}/${dset}/wav.scp,speech,sound" --output_dir "${out}" \
+                ${greedy_args} > "${out}.log" 2>&1
+        done
+    done
+    for system in ${sf_systems}; do
+        for dset in ${test_sets}; do
+            out=${expdir}/${system}/decode_beam_lm/${dset}
+            log "Stage 7: beam search + LM shallow fusion ${system} ${dset} -> ${out}"
+            [ -f "${out}/speed.json" ] && { log "skip: ${out}/speed.json exists"; continue; }
+            mkdir -p "$(dirname "${out}")"
+            run ${python} -m espnet_bertkd.bin.asr_inference --config "${inference_config}" --ngpu "${ngpu}" \
+                --asr_train_config "${expdir}/${system}/config.yaml" --asr_model_file "${expdir}/${system}/${asr_model}" \
+                --lm_train_config "${lm_exp}/config.yaml" --lm_file "${lm_exp}/valid.loss.ave.pth" \
+                --data_path_and_name_and_type "${datadir}/${dset}/wav.scp,speech,sound" --output_dir "${out}" \
+                > "${out}.log" 2>&1
+        done
+    done
+fi
+
+if stage_on 8; then
+    log "Stage 8: scoring and RESULTS.md"
+    decodings="greedy"; [ -n "${sf_systems}" ] && decodings="greedy beam_lm"
+    for system in ${systems}; do
+        for decoding in ${decodings}; do
+            for dset in ${test_sets}; do
+                out=${expdir}/${system}/decode_${decoding}/${dset}
+                [ -f "${out}/1best_recog/text" ] || continue
+                run ${python} -m espnet_bertkd.bin.score --ref "${datadir}/${dset}/text" --decode_dir "${out}"
+            done
+        done
+    done
+    run ${python} -m espnet_bertkd.bin.make_results --exp_dir "${expdir}" --output_dir . --systems ${systems} \
+        --decodings ${decodings} --test_sets ${test_sets}
+    cat RESULTS.md
+fi
+log "Finished stages ${stage}..${stop_stage}"

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The embedded default recipe: a synthetic English corpus (eSpeak NG speech, sentences whose spelling needs a
+# language model: their/there, two/to/too, knight/night, ...) generated here from a seed, then every system of
+# method.md trained, decoded and scored by the shared stage driver. Runs offline on CPU.
+#
+#   ./run.sh                 # default size
+#   ./run.sh --smoke true    # a few minutes (what CI runs)
+#   ./run.sh --stage 6 --stop_stage 8 --systems "ctc inter_aed_kd"
+set -euo pipefail
+cd "$(dirname "$0")"
+
+smoke=false
+seed=0
+stage=0
+stop_stage=100
+nj=2
+corpus=downloads/homophones
+systems="ctc aed final_aed_kd inter_aed_kd"
+extra=()
+
+# Our own options first; everything else goes to the stage driver.
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --smoke) smoke="$2"; shift 2 ;;
+        --seed) seed="$2"; shift 2 ;;
+        --stage) stage="$2"; shift 2 ;;
+        --stop_stage) stop_stage="$2"; shift 2 ;;
+        --nj) nj="$2"; shift 2 ;;
+        --systems) systems="$2"; shift 2 ;;
+        *) extra+=("$1"); shift ;;
+    esac
+done
+
+size=default
+teacher_args="--epochs 4 --batch_size 64 --vocab_size 3000 --hidden_size 256 --num_layers 4 --num_heads 4"
+asr_args=""
+lm_args=""
+if [ "${smoke}" = true ]; then
+    size=smoke
+    corpus=downloads/homophones_smoke
+    teacher_args="--epochs 1 --batch_size 64 --vocab_size 500 --hidden_size 64 --num_layers 2 --num_heads 2"
+    asr_args="--max_epoch 2"
+    lm_args="--max_epoch 2"
+fi
+
+if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
+    echo "$(date '+%Y-%m-%dT%H:%M:%S') (run.sh) Stage 0: generate the ${size} corpus -> ${corpus}"
+    python3 -m espnet_bertkd.bin.make_corpus --output_dir "${corpus}" --size "${size}" --seed "${seed}" --nj "${nj}" \
+        --no_progress
+fi
+
+exec ../../TEMPLATE/asr1/asr.sh \
+    --stage "$(( stage > 1 ? stage : 1 ))" --stop_stage "${stop_stage}" --nj "${nj}" --seed "${seed}" \
+    --corpus_root "${corpus}" --corpus_sets "train-clean dev-clean test-clean" \
+    --lm_text "${corpus}/lm_text.txt" \
+    --train_set train_clean --valid_set dev_clean --test_sets "dev_clean test_clean" \
+    --token_type bpe --nbpe 300 --bpemode unigram \
+    --teacher train --teacher_args "${teacher_args}" \
+    --systems "${systems}" --sf_systems ctc \
+    --asr_args "${asr_args}" --lm_args "${lm_args}" \
+    "${extra[@]}"

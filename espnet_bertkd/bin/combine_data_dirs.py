@@ -1,0 +1,30 @@
+r"""Combine data directories into one (Kaldi's utils/combine_data.sh), e.g. train_960 or dev for LibriSpeech.
+
+    python -m espnet_bertkd.bin.combine_data_dirs data/train_960 data/train_clean_100 data/train_clean_360 \
+        data/train_other_500
+
+Tables present in every source are merged and sorted, spk2utt is rebuilt, and the result is validated; an
+utterance id found in two sources is an error naming both.
+"""
+import argparse
+import sys
+from typing import List, Optional
+
+from espnet_bertkd.data.datadir import combine_data_dirs
+from espnet_bertkd.utils.fileio import DataError
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("output")
+    p.add_argument("sources", nargs="+")
+    args = p.parse_args(argv)
+    try:
+        utts, speakers = combine_data_dirs(args.sources, args.output)
+    except DataError as e:
+        sys.exit(f"combine_data_dirs: {e}")
+    print(f"{args.output}: {utts} utterances, {speakers} speakers from {len(args.sources)} directories")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

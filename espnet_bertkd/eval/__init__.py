@@ -1,0 +1,1 @@
+"""Scoring of decoding output and collection of results."""

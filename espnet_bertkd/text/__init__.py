@@ -1,0 +1,1 @@
+"""Token lists and subword models for ESPnet training."""

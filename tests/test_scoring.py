@@ -1,0 +1,200 @@
+"""Scoring with jiwer on hand-checked examples, result files, and the RESULTS.md / results.png collection."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, Optional
+
+import pytest
+
+from espnet_bertkd.bin import make_results as results_cli
+from espnet_bertkd.bin import score as score_cli
+from espnet_bertkd.eval.results import collect, make_results, merge_speeds
+from espnet_bertkd.eval.score import score_texts, write_results
+from espnet_bertkd.utils.fileio import DataError
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_hand_checked_single_utterance(tmp_path):
+    ref = write(tmp_path / "ref", "u1 A B C D\n")
+    hyp = write(tmp_path / "hyp", "u1 A X C\n")
+    r, utts = score_texts(ref, hyp)
+    assert (r.hits, r.substitutions, r.deletions, r.insertions) == (2, 1, 1, 0)
+    assert r.wer == 50.0 and r.words == 4 and r.hyp_words == 3 and r.sentences == 1 and r.ser == 100.0
+    assert utts[0].alignment == [("A", "A", "C"), ("B", "X", "S"), ("C", "C", "C"), ("D", "", "D")]
+
+
+def test_corpus_totals_empty_hypothesis_and_insertions(tmp_path):
+    ref = write(tmp_path / "ref", "u1 A B C D\nu2 E F\nu3 G\nu4 H I\n")
+    # u2 decoded to nothing (ESPnet writes the id alone, sometimes with a trailing space), u3 has an insertion
+    hyp = write(tmp_path / "hyp", "u1 A X C\nu2 \nu3 G Y\nu4 H I\n")
+    r, _ = score_texts(ref, hyp)
+    assert (r.hits, r.substitutions, r.deletions, r.insertions) == (5, 1, 3, 1)
+    assert r.errors == 5 and r.words == 9 and r.wer == pytest.approx(100 * 5 / 9)
+    assert (r.sentences, r.sentence_errors, r.ser) == (4, 3, 75.0)
+    assert r.corr == pytest.approx(100 * 5 / 9)
+
+
+def test_ignore_case(tmp_path):
+    ref = write(tmp_path / "ref", "u1 HELLO World\n")
+    hyp = write(tmp_path / "hyp", "u1 hello WORLD\n")
+    assert score_texts(ref, hyp)[0].substitutions == 2
+    assert score_texts(ref, hyp, ignore_case=True)[0].wer == 0.0
+
+
+def test_missing_extra_and_duplicate_utterances(tmp_path):
+    ref = write(tmp_path / "ref", "u1 A B\nu2 C D E\nu3 F\n")
+    hyp = write(tmp_path / "hyp", "u1 A B\nu3 F\n")
+    with pytest.raises(DataError) as e:
+        score_texts(ref, hyp)
+    assert f"{ref}:2: utterance u2: no hypothesis in {hyp}" in str(e.value)
+    r, _ = score_texts(ref, hyp, allow_missing=True)
+    assert (r.deletions, r.missing, r.wer) == (3, ["u2"], 50.0)
+    write(hyp, "u1 A B\nu2 C D E\nu3 F\nu9 EXTRA\n")
+    with pytest.raises(DataError) as e:
+        score_texts(ref, hyp)
+    assert f"{hyp}:4: utterance u9: not in the reference {ref}" in str(e.value)
+    write(hyp, "u1 A B\nu2 C D E\nu2 C D E\nu3 F\n")
+    with pytest.raises(DataError) as e:
+        score_texts(ref, hyp)
+    assert f"{hyp}:3: utterance u2: duplicate key (first on line 2)" in str(e.value)
+    write(ref, "u1\nu2 B\n")  # an empty reference utterance: its hypothesis words are insertions
+    write(hyp, "u1 A C\nu2 B\n")
+    r, utts = score_texts(ref, hyp)
+    assert (r.insertions, r.hits, r.wer, r.sentence_errors) == (2, 1, 200.0, 1)
+    assert utts[0].alignment == [("", "A", "I"), ("", "C", "I")]
+    write(ref, "u1\n")
+    write(hyp, "u1 A\n")
+    with pytest.raises(DataError, match="the reference has no words"):
+        score_texts(ref, hyp)
+
+
+def test_result_files(tmp_path):
+    ref = write(tmp_path / "ref", "u1 A B C D\nu2 E F\n")
+    hyp = write(tmp_path / "hyp", "u1 A X C\nu2 E F\n")
+    result, utts = score_texts(ref, hyp)
+    out = tmp_path / "decode" / "test_clean"
+    write_results(result, utts, out)
+    assert sorted(p.name for p in out.iterdir()) == ["result.json", "result.txt"]  # no temporary left
+    data = json.loads((out / "result.json").read_text())
+    assert {k: data[k] for k in ("sentences", "words", "hits", "substitutions", "deletions", "insertions",
+                                 "errors", "sentence_errors", "wer", "ser")} == {
+        "sentences": 2, "words": 6, "hits": 4, "substitutions": 1, "deletions": 1, "insertions": 0, "errors": 2,
+        "sentence_errors": 1, "wer": pytest.approx(100 / 3), "ser": 50.0}
+    txt = (out / "result.txt").read_text()
+    assert "| Sum/Avg |      2       6 |   66.7   16.7   16.7    0.0   33.3   50.0 |" in txt
+    assert "|test_clean|2|6|66.7|16.7|16.7|0.0|33.3|50.0|" in txt
+    assert "REF:  A B C D\nHYP:  A X C ***\nEval:   S   D\n" in txt
+    assert "id: (u2)" not in txt  # only utterances with errors are listed
+
+
+def test_score_cli(tmp_path, capsys):
+    ref = write(tmp_path / "data" / "text", "u1 A B C D\nu2 E F\n")
+    decode = tmp_path / "exp" / "ctc" / "decode_greedy" / "test"
+    write(decode / "1best_recog" / "text", "u1 A X C\nu2 E F\n")
+    score_cli.main(["--ref", str(ref), "--decode_dir", str(decode)])
+    assert "WER 33.33% (2/6: 1 sub, 1 del, 0 ins)" in capsys.readouterr().out
+    assert json.loads((decode / "result.json").read_text())["errors"] == 2
+    write(decode / "1best_recog" / "text", "u1 A X C\n")
+    with pytest.raises(SystemExit) as e:
+        score_cli.main(["--ref", str(ref), "--decode_dir", str(decode)])
+    assert f"{ref}:2: utterance u2: no hypothesis" in str(e.value.code)
+    score_cli.main(["--ref", str(ref), "--decode_dir", str(decode), "--allow_missing"])
+    assert json.loads((decode / "result.json").read_text())["missing"] == ["u2"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# RESULTS.md
+
+
+def add_decode(exp: Path, system: str, decoding: str, test_set: str, ref: str, hyp: str,
+               speed: Optional[Dict] = None) -> Path:
+    d = exp / system / f"decode_{decoding}" / test_set
+    r, utts = score_texts(write(d / "ref", ref), write(d / "1best_recog" / "text", hyp))
+    write_results(r, utts, d)
+    if speed is not None:
+        write(d / "speed.json", json.dumps(speed))
+    return d
+
+
+def speed(compute: float, audio: float, utts: int) -> Dict:
+    return {"rtf": compute / audio, "utterances_per_second": utts / compute, "audio_seconds": audio,
+            "compute_seconds": compute, "utterances": utts}
+
+
+@pytest.fixture
+def exp(tmp_path) -> Path:
+    exp = tmp_path / "exp"
+    ref = "u1 A B C D\nu2 E F G H\n"  # 8 words
+    add_decode(exp, "ctc", "greedy", "test_clean", ref, "u1 A B C D\nu2 E F G X\n", speed(1.0, 100.0, 2))  # 12.5
+    add_decode(exp, "ctc", "greedy", "test_other", ref, "u1 A B C\nu2 E F G X\n", speed(3.0, 100.0, 2))  # 25
+    add_decode(exp, "ctc", "beam10+LM", "test_clean", ref, "u1 A B C D\nu2 E F G H\n", speed(50.0, 100.0, 2))
+    add_decode(exp, "ctc", "beam10+LM", "test_other", ref, "u1 A B C D\nu2 E F G\n", speed(70.0, 100.0, 2))
+    d = add_decode(exp, "inter_aed_kd", "greedy", "test_clean", ref, "u1 A B C D\nu2 E F G H\n")
+    # decoded in two jobs, asr.sh style: speed.json files under logdir/output.<n>/
+    write(d / "logdir" / "output.1" / "speed.json", json.dumps(speed(0.5, 60.0, 1)))
+    write(d / "logdir" / "output.2" / "speed.json", json.dumps(speed(1.5, 40.0, 1)))
+    write(exp / "ctc" / "params.json", json.dumps({"params": 26_430_000}))
+    write(exp / "ctc" / "decode_beam10+LM" / "params.json", json.dumps({"params": 26_430_000 + 50_000_000}))
+    write(exp / "inter_aed_kd" / "params.json", json.dumps({"params": 26_430_000}))
+    # no params.json: the count the greedy decoder recorded in speed.json
+    add_decode(exp, "interctc", "greedy", "test_clean", ref, "u1 A B C D\nu2 E F G H\n",
+               {**speed(1.0, 100.0, 2), "inference_params": 26_500_000})
+    return exp
+
+
+def test_collect_rows(exp):
+    rows = collect(exp, systems=["inter_aed_kd", "ctc"], decodings=["greedy", "beam10+LM"])
+    assert [r.label for r in rows] == ["inter_aed_kd / greedy", "ctc / greedy", "ctc / beam10+LM"]
+    assert rows[1].wer("test_clean") == 12.5 and rows[1].wer("test_other") == 25.0
+    assert rows[0].wer("test_other") is None
+    assert rows[1].speed() == {"rtf": pytest.approx(4.0 / 200.0), "utterances_per_second": pytest.approx(4 / 4.0)}
+    assert rows[0].speed() == {"rtf": pytest.approx(2.0 / 100.0), "utterances_per_second": pytest.approx(1.0)}
+    assert [r.params for r in rows] == [26_430_000, 26_430_000, 76_430_000]
+    assert collect(exp, systems=["interctc"])[0].params == 26_500_000
+    assert merge_speeds([speed(0.5, 60.0, 1), speed(1.5, 40.0, 1)])["jobs"] == 2
+
+
+def test_make_results(exp, tmp_path):
+    md, png = make_results(exp, tmp_path / "out", systems=["ctc", "inter_aed_kd"],
+                           test_sets=["test_clean", "test_other"], params={"inter_aed_kd": 26_000_000},
+                           command="python -m espnet_bertkd.bin.make_results --exp_dir exp", date="2025-01-02T03:04")
+    text = md.read_text()
+    assert "- date: 2025-01-02T03:04" in text
+    assert "- command: `python -m espnet_bertkd.bin.make_results --exp_dir exp`" in text
+    assert "| system / decoding | test_clean | test_other | RTF | utt/s | params |\n|---|---:|---:|---:|---:|---:|\n" \
+        in text
+    assert "| ctc / beam10+LM | 0.00 | 12.50 | 0.600 | 0.0333 | 76.43 M |" in text
+    assert "| ctc / greedy | 12.50 | 25.00 | 0.0200 | 1.00 | 26.43 M |" in text
+    assert "| inter_aed_kd / greedy | 0.00 | - | 0.0200 | 1.00 | 26.00 M |" in text
+    assert text.index("ctc / beam10+LM |") < text.index("ctc / greedy |") < text.index("inter_aed_kd / greedy |")
+    assert "![WER vs real-time factor](results.png)" in text
+    assert "|test_other|2|8|75.0|12.5|12.5|0.0|25.0|100.0|" in text  # details of ctc / greedy
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.pyplot as plt
+
+    image = plt.imread(str(png))
+    assert image.ndim == 3 and image.shape[0] > 400 and image.shape[1] > 800  # 8 x 5.5 in at 100 dpi + legends
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["RESULTS.md", "results.png"]
+
+
+def test_make_results_cli(exp, capsys):
+    results_cli.main(["--exp_dir", str(exp), "--params", "ctc/greedy=1000000"])
+    assert "results.png" in capsys.readouterr().out
+    text = (exp / "RESULTS.md").read_text()
+    assert f"- command: `python -m espnet_bertkd.bin.make_results --exp_dir {exp} --params ctc/greedy=1000000`" \
+        in text
+    assert "| ctc / greedy | 12.50 | 25.00 | 0.0200 | 1.00 | 1.00 M |" in text
+    (exp / "ctc" / "params.json").write_text("{not json")
+    with pytest.raises(SystemExit) as e:
+        results_cli.main(["--exp_dir", str(exp)])
+    assert f"{exp}/ctc/params.json: cannot read JSON" in str(e.value.code)
+    with pytest.raises(SystemExit) as e:
+        results_cli.main(["--exp_dir", str(exp / "nothing")])
+    assert "no <system>/decode_<decoding>/<test_set>/result.json found" in str(e.value.code)
