@@ -107,30 +107,23 @@ def _parse_alternative(text: str) -> Tuple[Seq, float]:
     return node, weight
 
 
-def _walk_words(node: Node) -> Iterable[str]:
-    if isinstance(node, Word):
-        yield node.text
-    elif isinstance(node, Seq):
-        for item in node.items:
-            yield from _walk_words(item)
-    elif isinstance(node, Choice):
-        for opt in node.options:
-            yield from _walk_words(opt)
+def _leaves(node: Node) -> Iterable[Node]:
+    """The Word and Ref leaves of a rule tree, in order."""
+    if isinstance(node, (Word, Ref)):
+        yield node
+    elif isinstance(node, (Seq, Choice)):
+        for child in node.items if isinstance(node, Seq) else node.options:
+            yield from _leaves(child)
     elif isinstance(node, Optional_):
-        yield from _walk_words(node.body)
+        yield from _leaves(node.body)
+
+
+def _walk_words(node: Node) -> Iterable[str]:
+    return (leaf.text for leaf in _leaves(node) if isinstance(leaf, Word))
 
 
 def _walk_refs(node: Node) -> Iterable[str]:
-    if isinstance(node, Ref):
-        yield node.name
-    elif isinstance(node, Seq):
-        for item in node.items:
-            yield from _walk_refs(item)
-    elif isinstance(node, Choice):
-        for opt in node.options:
-            yield from _walk_refs(opt)
-    elif isinstance(node, Optional_):
-        yield from _walk_refs(node.body)
+    return (leaf.name for leaf in _leaves(node) if isinstance(leaf, Ref))
 
 
 # Words after which the article is "AN" although they start with a consonant letter, and vice versa.
