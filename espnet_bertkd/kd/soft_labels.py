@@ -111,10 +111,6 @@ def collate_arrays(arrays: Sequence[Tuple[np.ndarray, np.ndarray]]) -> Dict[str,
     }
 
 
-def scp_path(directory: os.PathLike, name: str) -> Path:
-    return Path(directory) / f"{name}.scp"
-
-
 def read_scp_keys(path: os.PathLike) -> List[str]:
     with open(path, encoding="utf-8") as f:
         return [line.split(maxsplit=1)[0] for line in f if line.strip()]
