@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional
+
+from espnet_bertkd.utils.fileio import atomic_write_text
 
 
 def speed_record(utterances: int, compute_seconds: float, audio_seconds: Optional[float], **extra: Any) -> Dict:
@@ -21,12 +22,8 @@ def speed_record(utterances: int, compute_seconds: float, audio_seconds: Optiona
     }
 
 
-def write_speed(directory: os.PathLike, record: Dict) -> None:
-    path = Path(directory) / "speed.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"speed.json.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
+def write_speed(directory: str | Path, record: Dict) -> None:
+    atomic_write_text(Path(directory) / "speed.json", json.dumps(record, indent=2) + "\n")
 
 
 @contextlib.contextmanager

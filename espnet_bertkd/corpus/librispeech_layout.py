@@ -18,6 +18,8 @@ from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
+from espnet_bertkd.utils.fileio import atomic_write_text
+
 LM_TEXT = "lm_text.txt"
 SPEAKERS_TXT = "SPEAKERS.TXT"
 INFO_JSON = "corpus_info.json"
@@ -46,20 +48,6 @@ def _temp_sibling(path: Path, suffix: str) -> str:
     gets the usual umask permissions (mkstemp would make it private)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     return str(path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temporary file in the same directory and an atomic rename."""
-    path = Path(path)
-    tmp = _temp_sibling(path, ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_text_if_changed(path: Path, text: str) -> bool:

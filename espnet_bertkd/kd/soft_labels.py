@@ -23,6 +23,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from espnet_bertkd.kd.teacher import SoftLabels
+from espnet_bertkd.utils.fileio import atomic_write_text
 
 KD_TOKEN = "kd_token"
 KD_PROB = "kd_prob"
@@ -118,10 +119,8 @@ def read_scp_keys(path: os.PathLike) -> List[str]:
 
 def write_meta(directory: os.PathLike, meta: Mapping[str, Any]) -> None:
     """Write kd_meta.json atomically (temporary name, then rename)."""
-    path = Path(directory) / META_FILE
-    tmp = path.with_suffix(f".json.tmp{os.getpid()}")  # parallel jobs write the same file: one tmp each
-    tmp.write_text(json.dumps(dict(meta), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    # parallel jobs write the same file: the temporary name is per process
+    atomic_write_text(Path(directory) / META_FILE, json.dumps(dict(meta), indent=2, sort_keys=True) + "\n")
 
 
 def read_meta(directory: os.PathLike) -> Optional[Dict[str, Any]]:
