@@ -22,10 +22,11 @@ from espnet.nets.pytorch_backend.transformer.add_sos_eos import add_sos_eos
 from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.torch_utils.device_funcs import force_gatherable
 
+from espnet_bertkd.kd.config import EncoderShape, check_kd_conf
 from espnet_bertkd.kd.loss import KDDecoderLoss
 from espnet_bertkd.kd.online import OnlineSoftLabels
 from espnet_bertkd.kd.soft_labels import KD_PROB, KD_TOKEN, KDTargets, batch_targets
-from espnet_bertkd.kd.teacher import TeacherConfig, load_teacher_vocab_size
+from espnet_bertkd.kd.teacher import load_teacher_vocab_size
 
 _ESPNET_INIT = inspect.signature(ESPnetASRModel.__init__)
 
@@ -53,7 +54,13 @@ class ESPnetBertKDModel(ESPnetASRModel):
         espnet_conf = dict(conf.arguments)
         espnet_conf.pop("self")
         ctc_weight = espnet_conf["ctc_weight"]
-        kd_layers = list(kd_layers)
+        kd = check_kd_conf(  # the same checks as the training preflight (espnet_bertkd.kd.config)
+            kd_layers=kd_layers, kd_alpha=kd_alpha, kd_decoder=kd_decoder, kd_decoder_conf=kd_decoder_conf,
+            kd_share_decoder=kd_share_decoder, kd_decoder_dim=kd_decoder_dim, teacher=teacher, ctc_weight=ctc_weight,
+            interctc_weight=espnet_conf["interctc_weight"], lsm_weight=espnet_conf["lsm_weight"],
+            encoder=EncoderShape.of_module(espnet_conf["encoder"]),
+        )
+        kd_layers = kd.kd_layers
         if kd_layers and espnet_conf["decoder"] is None:
             # ESPnet insists on a decoder when ctc_weight < 1; ours are the KD decoders, built below.
             espnet_conf["ctc_weight"] = 1.0
@@ -62,9 +69,9 @@ class ESPnetBertKDModel(ESPnetASRModel):
 
         if self.use_transducer_decoder or self.use_linear_decoder:
             raise ValueError("model: bertkd supports CTC and attention decoders, not transducer or linear decoders")
-        self.teacher_config = TeacherConfig.from_dict(teacher) if teacher is not None else None
+        self.teacher_config = kd.teacher
         self.interctc_layers = list(getattr(self.encoder, "interctc_layer_idx", []) or [])
-        self.kd_layers = self._check_kd_layers(kd_layers, ctc_weight)
+        self.kd_layers = kd_layers
         self.kd_share_decoder = kd_share_decoder
         self._online: Optional[OnlineSoftLabels] = None
         if not self.kd_layers:
@@ -100,30 +107,6 @@ class ESPnetBertKDModel(ESPnetASRModel):
             raise ValueError(f"model_conf.kd_layers needs an encoder with blocks; {type(self.encoder).__name__} has none")
         return len(blocks)
 
-    def _check_kd_layers(self, kd_layers: List[int], ctc_weight: float) -> List[int]:
-        if not kd_layers:
-            return []
-        if not all(isinstance(l, int) for l in kd_layers) or len(set(kd_layers)) != len(kd_layers):
-            raise ValueError(f"model_conf.kd_layers must be distinct integers, got {kd_layers}")
-        if min(kd_layers) < 1 or max(kd_layers) > self.num_blocks:
-            raise ValueError(
-                f"model_conf.kd_layers {kd_layers} out of range: encoder blocks are numbered 1..{self.num_blocks} "
-                f"({self.num_blocks} = the final layer)"
-            )
-        if not hasattr(self.encoder, "interctc_layer_idx"):
-            raise ValueError(
-                f"model_conf.kd_layers: {type(self.encoder).__name__} cannot return intermediate layers "
-                "(use conformer, transformer or e_branchformer)"
-            )
-        if self.teacher_config is None:
-            raise ValueError("model_conf.kd_layers needs model_conf.teacher (at least `model: <hub id or dir>`)")
-        if ctc_weight in (0.0, 1.0):
-            raise ValueError(
-                f"model_conf.ctc_weight={ctc_weight} with kd_layers: the CTC head and the KD decoders both need "
-                "weight; choose 0 < ctc_weight < 1 (or kd_layers: [] for a baseline)"
-            )
-        return sorted(kd_layers)
-
     def _layer_width(self, layer: int) -> int:
         if layer == self.num_blocks and self.postencoder is not None:
             return self.postencoder.output_size()
@@ -132,8 +115,6 @@ class ESPnetBertKDModel(ESPnetASRModel):
     def _build_kd_decoders(self, name: str, conf: Dict[str, Any], dim: Optional[int]) -> None:
         from espnet2.tasks.asr import decoder_choices
 
-        if name in ("transducer", "linear_decoder"):
-            raise ValueError(f"model_conf.kd_decoder={name!r} is not an attention decoder")
         decoder_class = decoder_choices.get_class(name)
         widths = [self._layer_width(l) for l in self.kd_layers]
         dim = dim or widths[-1]

@@ -6,6 +6,8 @@ from typing import Tuple
 
 import torch
 
+from espnet_bertkd.kd.config import check_range
+
 
 def topk_kl(
     log_probs: torch.Tensor, topk_ids: torch.Tensor, topk_probs: torch.Tensor, valid: torch.Tensor
@@ -46,10 +48,8 @@ class KDDecoderLoss(torch.nn.Module):
 
     def __init__(self, vocab_size: int, alpha: float, lsm_weight: float, ignore_id: int, normalize_length: bool):
         super().__init__()
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"model_conf.kd_alpha must be in [0, 1], got {alpha}")
-        if not 0.0 <= lsm_weight < 1.0:
-            raise ValueError(f"model_conf.lsm_weight must be in [0, 1), got {lsm_weight}")
+        check_range("kd_alpha", alpha, 0.0, 1.0)
+        check_range("lsm_weight", lsm_weight, 0.0, 1.0, high_open=True)
         self.vocab_size = vocab_size
         self.alpha = alpha
         self.lsm_weight = lsm_weight
