@@ -194,7 +194,41 @@ class ESPnetBertKDModel(ESPnetASRModel):
         else:
             loss = self.ctc_weight * loss_ctc + (1 - self.ctc_weight) * torch.stack(decoder_losses).mean()
         stats["loss"] = loss.detach()
+        if self.kd_layers:
+            loss = self._skip_nonfinite_kd(loss, stats, kwargs.get("utt_id"), batch_size)
         return force_gatherable((loss, stats, batch_size), loss.device)
+
+    def _skip_nonfinite_kd(
+        self, loss: torch.Tensor, stats: Dict[str, Any], utt_ids: Optional[Sequence[str]], batch_size: int
+    ) -> torch.Tensor:
+        """Report a batch whose KD loss is NaN/inf and make ESPnet skip its update, as it does for NaN gradients.
+
+        ESPnet 202511 (espnet2/train/trainer.py) registers a batch's stats before backward, skips
+        `optimizer.step()` with the warning "The grad norm is nan. Skipping updating the model." when the clipped
+        gradient norm is not finite, and its reporter leaves non-finite stat values out of the epoch averages. A
+        non-finite KD loss alone does not guarantee that: an infinite KL (a student probability that underflowed to
+        0 on a teacher top-k id) has a finite gradient, so the update would go ahead on a loss nobody sees. So the
+        loss is multiplied by NaN: every gradient becomes NaN and ESPnet skips the step (with accum_grad > 1 the
+        whole accumulation window, as for any NaN gradient; AMP's GradScaler lowers its scale; under DDP the
+        all-reduce makes every worker skip). Zeroing the KD term instead would train that batch on an objective
+        the logs do not show. The stats keep their keys (DDP all-reduces them by key) with the non-finite values,
+        which the reporter drops; `kd_skipped` (1 for such a batch, else 0; averaged over utterances) shows per
+        epoch how much data this cost, and a warning names the utterances.
+        """
+        names = ["loss_kd"] + [f"loss_kd_layer{layer}" for layer in self.kd_layers]
+        finite = bool(torch.isfinite(torch.stack([stats[n].reshape(()) for n in names])).all())
+        stats["kd_skipped"] = torch.tensor(0.0 if finite else 1.0, device=loss.device)
+        if finite:
+            return loss
+        bad = ", ".join(f"{n}={float(stats[n]):g}" for n in names if not torch.isfinite(stats[n]).all())
+        logging.warning(
+            "non-finite KD loss (%s) in %s: %s", bad, _describe_batch(utt_ids, batch_size),
+            "the update is skipped (loss made NaN, so ESPnet sees a NaN grad norm) and the non-finite stats are left "
+            "out of the epoch averages (kd_skipped counts such batches)" if self.training else
+            "left out of the validation averages (kd_skipped counts such batches)",
+        )
+        stats["loss"] = torch.full_like(stats["loss"], float("nan"))
+        return loss * float("nan")
 
     def _ctc_side_loss(
         self,
@@ -278,6 +312,14 @@ class ESPnetBertKDModel(ESPnetASRModel):
                 logits.view(-1, self.kd_vocab_size), ys_out, ignore_label=self.ignore_id
             )
         return losses
+
+
+def _describe_batch(utt_ids: Optional[Sequence[str]], batch_size: int, show: int = 5) -> str:
+    """The batch's first utterance ids and how many there are (ESPnet passes them as `utt_id`)."""
+    if not utt_ids:
+        return f"a batch of {batch_size} utterances (no utt_id given)"
+    more = f" and {len(utt_ids) - show} more" if len(utt_ids) > show else ""
+    return f"the batch of utterances {', '.join(map(str, utt_ids[:show]))}{more}"
 
 
 def _merged_signature() -> inspect.Signature:

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import kaldiio
+import numpy as np
 from tqdm import tqdm
 
 from espnet_bertkd.kd.soft_labels import KD_DATA_NAMES, KD_PROB, KD_TOKEN, pack, read_meta, write_meta
-from espnet_bertkd.kd.teacher import MaskedLMTeacher, TeacherConfig, log_teacher
+from espnet_bertkd.kd.teacher import MaskedLMTeacher, SoftLabels, TeacherConfig, log_teacher
 
 
 def read_text(path: str) -> List[Tuple[str, str]]:
@@ -81,6 +82,19 @@ def _chunks(indices: range, size: int) -> Iterator[Tuple[int, range]]:
         yield c, range(start, min(start + size, indices.stop))
 
 
+def check_finite(utt_ids: Sequence[str], labels: Sequence[SoftLabels], dtype: str, show: int = 5) -> None:
+    """Refuse to store NaN/inf probabilities (a float16 teacher can overflow), naming the utterances; the chunk is
+    not written, so the chunks written before it are kept and a re-run resumes there."""
+    bad = [u for u, lab in zip(utt_ids, labels) if not np.isfinite(lab.topk_probs).all()]
+    if bad:
+        more = f" and {len(bad) - show} more" if len(bad) > show else ""
+        raise ValueError(
+            f"the teacher gave non-finite probabilities for utterance(s) {', '.join(map(repr, bad[:show]))}{more} "
+            f"with teacher.dtype={dtype}: use float32 (or bfloat16, which has float32's range); the chunks already "
+            "written are kept and a re-run resumes after them"
+        )
+
+
 def run_job(
     teacher: MaskedLMTeacher,
     pairs: Sequence[Tuple[str, str]],
@@ -101,6 +115,7 @@ def run_job(
         labels = teacher.soft_labels(
             [pairs[i][1] for i in r], [contexts[0][i] for i in r], [contexts[1][i] for i in r]
         )
+        check_finite([pairs[i][0] for i in r], labels, teacher.config.dtype)
         arrays = {KD_TOKEN: {}, KD_PROB: {}}
         for i, lab in zip(r, labels):
             tokens, probs = pack(lab, teacher.vocab_size)

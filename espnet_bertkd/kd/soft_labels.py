@@ -13,6 +13,7 @@ Online mode packs the teacher's output into the same arrays, so both modes give 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,8 +68,8 @@ def batch_targets(
 ) -> KDTargets:
     """Loader tensors (padded by ESPnet's collate function) -> KDTargets, validated against the model.
 
-    Stored probabilities are float16, so each row is renormalised; a row that cannot be (all zero, NaN) or a token
-    outside the decoder's vocabulary is reported with its utterance id.
+    Stored probabilities are float16, so each row is renormalised in float32; a row that cannot be (all zero, NaN) or
+    a token outside the decoder's vocabulary is reported with its utterance id.
     """
     batch, length = kd_token.shape[:2]
     k = kd_token.size(-1) - 1 if kd_token.dim() == 3 else -1
@@ -86,19 +87,49 @@ def batch_targets(
     tokens = kd_token[..., 0].masked_fill(~valid, -1).long()
     ids = kd_token[..., 1:].masked_fill(~valid[..., None], 0).long()
     probs = kd_prob.float().masked_fill(~valid[..., None], 0.0)
-    sums = probs.sum(-1)
-    bad = valid & ~(torch.isfinite(sums) & (sums > 0))
     if vocab_size is not None:
-        bad |= valid & ((tokens >= vocab_size) | (ids >= vocab_size).any(-1) | (tokens < 0))
-    if bad.any():
-        b = int(bad.any(-1).nonzero()[0])
-        who = utt_ids[b] if utt_ids is not None else f"batch row {b}"
-        raise ValueError(
-            f"soft labels of utterance {who!r} are invalid (probabilities not normalisable or token ids outside "
-            f"the teacher vocabulary of {vocab_size}): were they written by a different teacher?"
-        )
+        _check_ids(tokens, ids, valid, vocab_size, utt_ids)
+    sums = _checked_sums(probs, valid, utt_ids)
+    # float16 storage (and a half-precision teacher) leave rows that sum to 1 only within ~1e-3: renormalise in fp32
     probs = probs / sums.clamp_min(1e-12)[..., None]
     return KDTargets(tokens, kd_token_lengths.long(), ids, probs)
+
+
+def _utterance(utt_ids: Optional[Sequence[str]], row: int) -> str:
+    return repr(utt_ids[row]) if utt_ids is not None else f"batch row {row}"
+
+
+def _check_ids(
+    tokens: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor, vocab_size: int, utt_ids: Optional[Sequence[str]]
+) -> None:
+    """Token ids must index the KD decoders' teacher vocabulary; labels of another teacher usually do not."""
+    row_ids = torch.cat([tokens[..., None], ids], dim=-1)
+    bad = valid & ((row_ids < 0) | (row_ids >= vocab_size)).any(-1)
+    if not bad.any():
+        return
+    b, n = (int(x) for x in bad.nonzero()[0])
+    offending = [int(x) for x in row_ids[b, n] if not 0 <= int(x) < vocab_size]
+    raise ValueError(
+        f"soft labels of utterance {_utterance(utt_ids, b)} hold token id {offending[0]} (teacher token {n}) but the "
+        f"KD decoders predict a teacher vocabulary of {vocab_size} ids (0..{vocab_size - 1}): they were written by "
+        "a different teacher than model_conf.teacher (teacher.model / teacher.vocab_size); re-extract them with "
+        "this teacher or fix the config"
+    )
+
+
+def _checked_sums(probs: torch.Tensor, valid: torch.Tensor, utt_ids: Optional[Sequence[str]]) -> torch.Tensor:
+    """Row sums of the stored top-k probabilities; a row that cannot be renormalised (NaN/inf, negative, all zero)
+    is named, since it would turn the KL into NaN."""
+    sums = probs.sum(-1)
+    bad = valid & ~(torch.isfinite(sums) & (sums > 0) & (probs >= 0).all(-1))
+    if bad.any():
+        b, n = (int(x) for x in bad.nonzero()[0])
+        raise ValueError(
+            f"soft labels of utterance {_utterance(utt_ids, b)} have top-k probabilities that cannot be normalised "
+            f"at teacher token {n}: {probs[b, n].tolist()}; re-extract them (a float16 teacher can overflow: use "
+            "teacher.dtype float32 or bfloat16)"
+        )
+    return sums
 
 
 def collate_arrays(arrays: Sequence[Tuple[np.ndarray, np.ndarray]]) -> Dict[str, torch.Tensor]:
@@ -128,26 +159,42 @@ def read_meta(directory: os.PathLike) -> Optional[Dict[str, Any]]:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
-def check_coverage(scp: os.PathLike, utt_ids: Iterable[str], reference: str) -> None:
-    """Fail fast, naming the utterance, when a soft-label scp lacks an utterance of the data set."""
+def check_coverage(scp: os.PathLike, utt_ids: Iterable[str], reference: str, show: int = 5) -> None:
+    """Fail before training, naming the first few missing utterances and how many there are, when a soft-label
+    scp lacks utterances of the data set (ESPnet's loader would only fail on the first such batch)."""
+    wanted = list(utt_ids)
     have = set(read_scp_keys(scp))
-    missing = [u for u in utt_ids if u not in have]
+    missing = [u for u in wanted if u not in have]
     if missing:
-        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        names = ", ".join(repr(u) for u in missing[:show])
+        more = f" and {len(missing) - show} more" if len(missing) > show else ""
         raise ValueError(
-            f"{scp} has no soft labels for utterance {missing[0]!r}{more} listed in {reference}: "
-            "re-run soft-label extraction for this data set"
+            f"{scp} has no soft labels for {len(missing)} of the {len(wanted)} utterances listed in {reference}: "
+            f"{names}{more}. Re-run soft-label extraction (espnet_bertkd.bin.extract_soft_labels) for this data set"
         )
 
 
+def meta_mismatches(meta: Mapping[str, Any], expected: Mapping[str, Any]) -> List[Tuple[str, Any, Any]]:
+    """(key, stored, expected) for every key both name whose values differ; None in `expected` means unknown."""
+    return [
+        (key, meta[key], value) for key, value in expected.items()
+        if value is not None and key in meta and meta[key] != value
+    ]
+
+
 def check_meta(directory: os.PathLike, expected: Mapping[str, Any]) -> None:
-    """Compare the stored teacher fingerprint with the one the config asks for (only the keys both name)."""
+    """Compare the fingerprint stored by extract_soft_labels (kd_meta.json: teacher, vocab_size, vocab_hash, topk,
+    temperature, ...) with what the config asks for, naming every differing field and both values."""
+    path = Path(directory) / META_FILE
     meta = read_meta(directory)
     if meta is None:
+        logging.warning("%s is missing: cannot check which teacher wrote the soft labels in %s", path, directory)
         return
-    for key, value in expected.items():
-        if value is not None and key in meta and meta[key] != value:
-            raise ValueError(
-                f"{Path(directory) / META_FILE}: soft labels were written with {key}={meta[key]!r} but the config "
-                f"asks for {key}={value!r}; re-extract them or fix the config"
-            )
+    diffs = meta_mismatches(meta, expected)
+    if diffs:
+        stored = ", ".join(f"{k}={a!r}" for k, a, _ in diffs)
+        wanted = ", ".join(f"{k}={b!r}" for k, _, b in diffs)
+        raise ValueError(
+            f"{path}: soft labels were written (by teacher {meta.get('teacher')!r}) with {stored} but the config "
+            f"asks for {wanted}; re-extract them with the configured teacher or fix model_conf.teacher"
+        )

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
@@ -85,12 +86,73 @@ class SoftLabels:
     topk_probs: np.ndarray  # (N, k) float32, rows sum to 1
 
 
-def _offline_hint(name: str) -> str:
+class TeacherLoadError(OSError):
+    """The configured teacher cannot be loaded on this machine (an OSError, like transformers' own load errors)."""
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _hub_offline() -> bool:
+    """Whether Hugging Face downloads are switched off (the variables huggingface_hub and transformers read)."""
+    return _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE")
+
+
+def _hub_cache() -> str:
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except (ImportError, AttributeError):
+        return os.path.join(os.environ.get("HF_HOME", "~/.cache/huggingface"), "hub")
+
+
+def _looks_like_path(name: str) -> bool:
+    """A name only a file system can resolve (hub ids are `name` or `owner/name`)."""
+    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _how_to_pass_a_directory(name: str) -> str:
     return (
-        f"could not load the teacher {name!r}. If this machine is offline, download it elsewhere "
-        "(AutoModelForMaskedLM/AutoTokenizer .save_pretrained(DIR)) and pass the local directory instead "
-        "of the hub id, e.g. `teacher: {model: /path/to/bert-base-uncased}` or `--teacher /path/to/dir`."
+        f"On a machine with network access save it with `AutoModelForMaskedLM.from_pretrained({name!r})"
+        f".save_pretrained(DIR)` and `AutoTokenizer.from_pretrained({name!r}).save_pretrained(DIR)`, copy DIR here "
+        "and pass the directory instead of the hub id: `teacher.model=/path/to/DIR` in model_conf "
+        "(`teacher: {model: /path/to/DIR}`), or `--teacher DIR` for asr.sh/run.sh and extract_soft_labels"
     )
+
+
+def load_failure_message(name: str, error: BaseException) -> str:
+    """Say why `name` did not load (missing directory, directory without a saved model, hub id unreachable or
+    offline) and how to fix it, instead of transformers' traceback."""
+    if os.path.isdir(name):
+        files = sorted(os.listdir(name))
+        shown = ", ".join(files[:10]) + (f", ... ({len(files)} files)" if len(files) > 10 else "") or "nothing"
+        return (
+            f"teacher.model={name!r} is a directory but not a masked LM and tokenizer saved with save_pretrained "
+            f"({_first_line(error)}); it holds: {shown}. It needs config.json, the weights and the tokenizer files: "
+            "save both the model and its tokenizer with .save_pretrained(DIR)"
+        )
+    if _looks_like_path(name) or os.path.exists(name):
+        return (
+            f"teacher.model={name!r}: no such local directory. Pass a directory holding a masked LM and its "
+            "tokenizer saved with save_pretrained, or a Hugging Face hub id"
+        )
+    if not isinstance(error, OSError):  # found, but not something AutoModelForMaskedLM/AutoTokenizer can build
+        return f"teacher {name!r} could not be loaded as a masked LM with its tokenizer: {_first_line(error)}"
+    if _hub_offline():
+        reason = (
+            "could not be loaded offline: Hugging Face downloads are off (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE) and "
+            f"it is not in the local cache {_hub_cache()}"
+        )
+    else:
+        reason = f"could not be loaded from the Hugging Face hub ({_first_line(error)}); is this machine offline?"
+    return f"teacher hub id {name!r} is not a local directory and {reason}. {_how_to_pass_a_directory(name)}"
 
 
 def load_teacher_vocab_size(name_or_path: str) -> int:
@@ -99,8 +161,11 @@ def load_teacher_vocab_size(name_or_path: str) -> int:
 
     try:
         return int(AutoConfig.from_pretrained(name_or_path).vocab_size)
-    except OSError as e:
-        raise OSError(_offline_hint(name_or_path)) from e
+    except (OSError, ValueError) as e:
+        raise TeacherLoadError(
+            load_failure_message(name_or_path, e) + ". A model in cached teacher mode can also be built without the "
+            "teacher by giving its size: teacher.vocab_size"
+        ) from None  # the message says what transformers' traceback would bury
 
 
 def vocab_hash(tokenizer: Any) -> str:
@@ -145,6 +210,39 @@ def masked_copies(
         yield copy, i - start
 
 
+def load_pretrained(config: TeacherConfig) -> Tuple[Any, Any]:
+    """The tokenizer and frozen masked LM of `config.model`; a failure says why and how to fix it."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(config.model)
+        model = AutoModelForMaskedLM.from_pretrained(config.model, dtype=TEACHER_DTYPES[config.dtype])
+    except (OSError, ValueError) as e:
+        raise TeacherLoadError(load_failure_message(config.model, e)) from None  # no transformers traceback
+    model.requires_grad_(False)
+    return tokenizer, model
+
+
+def check_vocab_sizes(config: TeacherConfig, tokenizer_size: int, model_size: int) -> None:
+    """The tokenizer, the model's vocabulary and the configured size must agree: a tokenizer larger than the
+    embedding (one saved from another model) indexes past it, and a wrong teacher.vocab_size gives KD decoders
+    of the wrong output size."""
+    if tokenizer_size > model_size:
+        raise ValueError(
+            f"teacher {config.model!r}: the tokenizer has {tokenizer_size} tokens but the model's embedding/LM head "
+            f"has {model_size}: the tokenizer was saved from another model. Save the model and the tokenizer it "
+            "was trained with into one directory (.save_pretrained(DIR) on both)"
+        )
+    if config.vocab_size is not None and config.vocab_size != model_size:
+        raise ValueError(
+            f"teacher.vocab_size={config.vocab_size} but teacher {config.model!r} has a vocabulary of {model_size}: "
+            f"the KD decoders predict teacher.vocab_size + 1 ids; set teacher.vocab_size: {model_size} (or remove "
+            "it) and retrain, or use the teacher the model was built for"
+        )
+    if config.topk > model_size:
+        raise ValueError(f"teacher.topk={config.topk} exceeds the vocabulary size {model_size}")
+
+
 class MaskedLMTeacher:
     """Loads a Hugging Face masked LM + tokenizer and computes soft labels for batches of transcripts."""
 
@@ -153,44 +251,40 @@ class MaskedLMTeacher:
     ) -> None:
         """Load `config.model`, or wrap an already loaded `model` + `tokenizer` (e.g. one being trained: the
         wrapper freezes nothing then, and scoring switches the model to eval mode)."""
-        from transformers import AutoModelForMaskedLM, AutoTokenizer
-
         self.config = config
         if model is None:
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(config.model)
-                model = AutoModelForMaskedLM.from_pretrained(config.model, dtype=TEACHER_DTYPES[config.dtype])
-            except OSError as e:
-                raise OSError(_offline_hint(config.model)) from e
-            model.requires_grad_(False)
+            tokenizer, model = load_pretrained(config)
         self.tokenizer, self.model = tokenizer, model.eval()
         if device is None:
             device = "cpu" if config.device == "auto" else config.device
-        self.to(device)
-
         self.vocab_size = int(self.model.config.vocab_size)
-        if len(self.tokenizer) > self.vocab_size:
-            raise ValueError(
-                f"teacher {config.model!r}: the tokenizer has {len(self.tokenizer)} tokens but the model's "
-                f"vocabulary has {self.vocab_size}: they do not belong together"
-            )
-        if config.vocab_size is not None and config.vocab_size != self.vocab_size:
-            raise ValueError(
-                f"teacher.vocab_size={config.vocab_size} but {config.model!r} has a vocabulary of {self.vocab_size}"
-            )
-        if config.topk > self.vocab_size:
-            raise ValueError(f"teacher.topk={config.topk} exceeds the vocabulary size {self.vocab_size}")
+        check_vocab_sizes(config, len(self.tokenizer), self.vocab_size)
         if self.tokenizer.mask_token_id is None:
             raise ValueError(f"teacher {config.model!r} has no mask token: it is not a masked LM")
+        self.to(device)
         self.mask_id = int(self.tokenizer.mask_token_id)
         self.pad_id = int(self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0)
 
         self._prefix, self._suffix = self._special_tokens()
         self._n_special = len(self._prefix) + len(self._suffix)
-        max_length = config.max_length or self._model_max_length()
+        max_length = self._checked_max_length()
         self.window = max_length - self._n_special
         if self.window < 1:
             raise ValueError(f"teacher.max_length={max_length} leaves no room for tokens")
+
+    def _checked_max_length(self) -> int:
+        """teacher.max_length, or the model's own limit; a configured length the position embeddings cannot
+        reach would otherwise fail deep inside the model's forward pass."""
+        limit = self._model_max_length()
+        if self.config.max_length is None:
+            return limit
+        if self.config.max_length > limit:
+            raise ValueError(
+                f"teacher.max_length={self.config.max_length} exceeds the {limit} tokens teacher "
+                f"{self.config.model!r} can see (max_position_embeddings/model_max_length): set teacher.max_length "
+                f"<= {limit} or leave it unset (longer transcripts are scored in windows of that length)"
+            )
+        return self.config.max_length
 
     def _special_tokens(self) -> Tuple[List[int], List[int]]:
         """The special tokens the tokenizer puts before and after a sequence (BERT, RoBERTa, ... differ)."""

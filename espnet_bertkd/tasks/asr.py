@@ -7,12 +7,15 @@ decoding, `build_model_from_file`, DDP workers), which is why importing `espnet_
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import TYPE_CHECKING, Any, Dict, Tuple
 
 from espnet2.tasks import asr as espnet_asr
 
 from espnet_bertkd.asr.bertkd_model import ESPnetBertKDModel
 from espnet_bertkd.kd.soft_labels import KD_DATA_NAMES
+
+if TYPE_CHECKING:
+    from espnet_bertkd.kd.teacher import TeacherConfig
 
 MODEL_NAME = "bertkd"
 
@@ -41,7 +44,7 @@ def check_training_args(args) -> None:
     import os
 
     from espnet_bertkd.kd.soft_labels import KD_PROB, KD_TOKEN, check_coverage, check_meta, read_scp_keys
-    from espnet_bertkd.kd.teacher import TeacherConfig, load_vocab_hash
+    from espnet_bertkd.kd.teacher import TeacherConfig
 
     if getattr(args, "model", None) != MODEL_NAME or getattr(args, "collect_stats", False):
         return
@@ -53,7 +56,7 @@ def check_training_args(args) -> None:
     teacher = TeacherConfig.from_dict(conf["teacher"])
     if teacher.mode != "cached":
         return
-    fingerprint = load_vocab_hash(teacher.model)  # None (not checked) where the teacher is not on this machine
+    expected = _expected_meta(teacher)
     for split in ("train", "valid"):
         entries = {name: path for path, name, _ in getattr(args, f"{split}_data_path_and_name_and_type") or []}
         for name in (KD_TOKEN, KD_PROB):
@@ -69,8 +72,36 @@ def check_training_args(args) -> None:
             utt_ids = read_scp_keys(reference)
             for name in (KD_TOKEN, KD_PROB):
                 check_coverage(entries[name], utt_ids, reference)
-        check_meta(
-            os.path.dirname(entries[KD_TOKEN]),
-            {"vocab_hash": fingerprint, "topk": teacher.topk, "temperature": teacher.temperature,
-             "vocab_size": teacher.vocab_size},
+        for directory in sorted({os.path.dirname(entries[name]) for name in (KD_TOKEN, KD_PROB)}):
+            check_meta(directory, expected)
+            _warn_if_unverified(directory, teacher, expected)
+
+
+def _expected_meta(teacher: TeacherConfig) -> Dict[str, Any]:
+    """What kd_meta.json must say for this config. The vocabulary fingerprint and size come from the teacher when
+    it loads here (None, not checked, where it does not); the model's KD decoders are sized the same way."""
+    from espnet_bertkd.kd.teacher import TeacherLoadError, load_teacher_vocab_size, load_vocab_hash
+
+    vocab_size = teacher.vocab_size
+    if vocab_size is None:
+        try:
+            vocab_size = load_teacher_vocab_size(teacher.model)
+        except TeacherLoadError:
+            vocab_size = None
+    return {"vocab_hash": load_vocab_hash(teacher.model), "topk": teacher.topk, "temperature": teacher.temperature,
+            "vocab_size": vocab_size}
+
+
+def _warn_if_unverified(directory: str, teacher: TeacherConfig, expected: Dict[str, Any]) -> None:
+    """Where the teacher cannot be loaded here its vocabulary cannot be compared: say so, with both teacher ids
+    (paths differ between machines, so a different id alone is no error)."""
+    import logging
+
+    from espnet_bertkd.kd.soft_labels import read_meta
+
+    meta = read_meta(directory) or {}
+    if expected["vocab_hash"] is None and meta.get("teacher") != teacher.model:
+        logging.warning(
+            "cannot load teacher %r here to compare its vocabulary with the soft labels in %s, written by teacher "
+            "%r: make sure they are the same model", teacher.model, directory, meta.get("teacher"),
         )
