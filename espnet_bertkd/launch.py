@@ -9,32 +9,56 @@ the process's main module, so DDP workers (spawned, they re-import the main modu
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import runpy
 import sys
-from typing import List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence
 
 import espnet_bertkd  # noqa: F401  (registers the plugin)
 
 USAGE = "usage: python -m espnet_bertkd.launch (-m MODULE | SCRIPT.py) [ARGS...]"
 
 
+@contextlib.contextmanager
+def _progress_to_stderr() -> Iterator[None]:
+    """Show the preflight's INFO messages (ESPnet configures logging only later, in its worker; a handler left on
+    the root logger would make its logging.basicConfig a no-op, so this one is removed again)."""
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s (espnet_bertkd) %(levelname)s: %(message)s"))
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(min(level, logging.INFO) if level else logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
 def preflight(module: str, argv: Sequence[str]) -> None:
-    """Checks that must fail before ESPnet reads any data (training only)."""
+    """Checks that must fail before ESPnet builds anything or reads any data (asr_train only; see
+    espnet_bertkd.tasks.preflight)."""
     if module != "espnet2.bin.asr_train" or "--print_config" in argv:
         return
     from espnet2.tasks.asr import ASRTask
 
-    from espnet_bertkd.tasks.asr import check_training_args
+    from espnet_bertkd.tasks.preflight import run_preflight
 
     try:
         args = ASRTask.get_parser().parse_args(list(argv))
     except SystemExit:
         return  # ESPnet itself reports the bad command line
-    check_training_args(args)
+    with _progress_to_stderr():
+        run_preflight(args)
 
 
 def run_module(module: str, argv: Sequence[str]) -> None:
-    preflight(module, argv)
+    try:
+        preflight(module, argv)
+    except (ValueError, OSError) as e:  # bad config or data: the message says what and how to fix it
+        sys.exit(f"{module}: not started, the preflight refused the run ({type(e).__name__}):\n{e}")
     sys.argv = [module] + list(argv)
     runpy.run_module(module, run_name="__main__", alter_sys=False)
 

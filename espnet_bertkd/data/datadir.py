@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from espnet_bertkd.utils.fileio import DataError, Entry, PathLike, atomic_dir, read_table, where, write_table
 
@@ -20,6 +21,8 @@ from espnet_bertkd.utils.fileio import DataError, Entry, PathLike, atomic_dir, r
 CHARSETS = {"librispeech": "ABCDEFGHIJKLMNOPQRSTUVWXYZ'"}
 # Utterance-level tables checked for the same keys as utt2spk when present.
 UTT_TABLES = ("text", "utt2spk", "utt2dur", "utt2num_samples", "utt2category", "utt2lang")
+# Audio headers read between two progress messages (a 281k-utterance set takes minutes on a network disk).
+PROGRESS_EVERY = 20000
 
 
 @dataclass
@@ -29,6 +32,42 @@ class Report:
     utterances: int = 0
     speakers: int = 0
     warnings: List[str] = field(default_factory=list)
+
+
+@dataclass
+class Charset:
+    """The transcript characters a model can represent. The others turn into <unk> (or a crash) deep in training,
+    so validation names them up front.
+
+    `known` decides one character (asked once per distinct character: a corpus has few); `normalize` is what runs
+    on a transcript before it is tokenised (a text cleaner, removing non-linguistic symbols such as <noise>).
+    Whitespace is always allowed (it separates words).
+    """
+
+    known: Callable[[str], bool]
+    name: str = "the allowed set"
+    normalize: Optional[Callable[[str], str]] = None
+    _decided: Dict[str, bool] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, chars: Iterable[str], name: str = "the allowed set") -> "Charset":
+        """A fixed set of characters (a CHARSETS name or the characters themselves)."""
+        allowed = frozenset(CHARSETS.get(chars, chars) if isinstance(chars, str) else chars)
+        return cls(allowed.__contains__, name)
+
+    def unknown(self, text: str) -> List[str]:
+        """The characters of `text` outside the set, sorted."""
+        if self.normalize is not None:
+            text = self.normalize(text)
+        bad = []
+        for c in set(text):
+            if c.isspace():
+                continue
+            if c not in self._decided:
+                self._decided[c] = bool(self.known(c))
+            if not self._decided[c]:
+                bad.append(c)
+        return sorted(bad)
 
 
 def c_sorted(keys: Iterable[str]) -> List[str]:
@@ -74,23 +113,36 @@ def _compare_keys(ref_path: Path, ref: List[Entry], path: Path, entries: List[En
             problems.append(f"{where(path, e.line, e.key)}: not in {ref_path}")
 
 
-def _check_text(path: Path, entries: List[Entry], allowed: Optional[Set[str]], allow_empty: bool,
+def _only(entries: Optional[List[Entry]], utterances: Optional[Set[str]]) -> List[Entry]:
+    """The entries whose contents get checked: all, or those a data loader will actually read."""
+    if entries is None:
+        return []
+    return entries if utterances is None else [e for e in entries if e.key in utterances]
+
+
+def _check_text(path: Path, entries: List[Entry], charset: Optional[Charset], allow_empty: bool,
                 problems: List[str], warnings: List[str]) -> None:
     for e in entries:
         if not e.value.strip():
             (warnings if allow_empty else problems).append(f"{where(path, e.line, e.key)}: empty transcript")
             continue
-        if allowed is not None:
-            bad = sorted({c for c in e.value if c not in allowed and not c.isspace()})
-            if bad:
-                shown = " ".join(repr(c) for c in bad)
-                problems.append(f"{where(path, e.line, e.key)}: character(s) outside the allowed set: {shown}")
+        bad = charset.unknown(e.value) if charset is not None else []
+        if bad:
+            shown = " ".join(repr(c) for c in bad)
+            problems.append(f"{where(path, e.line, e.key)}: character(s) outside {charset.name}: {shown}")
 
 
 def _check_audio(path: Path, entries: List[Entry], check_audio: bool, fs: Optional[int], problems: List[str],
                  warnings: List[str]) -> None:
+    """Every audio file exists; with `check_audio` (or `fs`) its header is read: readable, samples, sample rate."""
+    import soundfile
+
     pipes = 0
-    for e in entries:
+    read_headers = check_audio or fs is not None
+    start = time.monotonic()
+    for n, e in enumerate(entries, 1):
+        if read_headers and n % PROGRESS_EVERY == 0:
+            logging.info("%s: %d of %d audio files checked (%.0f s)", path, n, len(entries), time.monotonic() - start)
         value = e.value
         if not value:
             problems.append(f"{where(path, e.line, e.key)}: no audio path")
@@ -102,10 +154,8 @@ def _check_audio(path: Path, entries: List[Entry], check_audio: bool, fs: Option
         if not audio.is_file():
             problems.append(f"{where(path, e.line, e.key)}: audio file {value} does not exist")
             continue
-        if not check_audio and fs is None:
+        if not read_headers:
             continue
-        import soundfile
-
         try:
             info = soundfile.info(str(audio))
         except Exception as err:  # soundfile raises RuntimeError/LibsndfileError/TypeError depending on the file
@@ -171,13 +221,20 @@ def _check_speakers(data_dir: Path, utt2spk: List[Entry], problems: List[str]) -
 
 def validate_data_dir(data_dir: PathLike, check_audio: bool = False, fs: Optional[int] = None,
                       allowed_chars: Optional[str] = None, allow_empty_text: bool = False,
-                      require_text: bool = True) -> Report:
+                      require_text: bool = True, charset: Optional[Charset] = None,
+                      utterances: Optional[Set[str]] = None) -> Report:
     """Check a data directory; raise DataError listing every problem, else return a Report.
 
     `check_audio` opens each audio file's header (readable, non-empty); `fs` also checks its sample rate.
-    `allowed_chars` is a string of allowed transcript characters (whitespace always allowed) or a CHARSETS name.
-    Empty transcripts are errors unless `allow_empty_text` (then warnings).
+    `allowed_chars` is a string of allowed transcript characters (whitespace always allowed) or a CHARSETS name;
+    `charset` is the general form (e.g. what a token list can represent). Empty transcripts are errors unless
+    `allow_empty_text` (then warnings). `utterances` limits the transcript and audio contents checks to those
+    utterances (what one job reads); the tables themselves are always checked whole.
     """
+    if allowed_chars is not None:
+        if charset is not None:
+            raise ValueError("give allowed_chars or charset, not both")
+        charset = Charset.of(allowed_chars)
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(f"{data_dir}: no such directory")
@@ -207,10 +264,7 @@ def validate_data_dir(data_dir: PathLike, check_audio: bool = False, fs: Optiona
             continue
         _compare_keys(utt2spk_path, utt2spk, path, entries, problems)
         if name == "text":
-            allowed = None
-            if allowed_chars is not None:
-                allowed = set(CHARSETS.get(allowed_chars, allowed_chars))
-            _check_text(path, entries, allowed, allow_empty_text, problems, report.warnings)
+            _check_text(path, _only(entries, utterances), charset, allow_empty_text, problems, report.warnings)
 
     wav_path = data_dir / "wav.scp"
     wavs = _read(wav_path, problems)
@@ -230,9 +284,105 @@ def validate_data_dir(data_dir: PathLike, check_audio: bool = False, fs: Optiona
     elif wavs is not None:
         _compare_keys(utt2spk_path, utt2spk, wav_path, wavs, problems)
     if wavs is not None:
-        _check_audio(wav_path, wavs, check_audio, fs, problems, report.warnings)
+        # With segments, wav.scp lists recordings, not utterances: all of them are checked.
+        audio = wavs if segments_path.is_file() else _only(wavs, utterances)
+        _check_audio(wav_path, audio, check_audio, fs, problems, report.warnings)
 
     report.speakers = _check_speakers(data_dir, utt2spk, problems)
+    if problems:
+        raise DataError(problems)
+    for w in report.warnings:
+        logging.warning(w)
+    return report
+
+
+def is_data_dir(path: PathLike) -> bool:
+    """A Kaldi data directory is one with utt2spk (ESPnet's dump directories are ones too)."""
+    return (Path(path) / "utt2spk").is_file()
+
+
+def _read_quietly(path: Path) -> Optional[List[Entry]]:
+    """Read a table whose problems are reported elsewhere (None if unreadable)."""
+    try:
+        return read_table(path)
+    except DataError:
+        return None
+
+
+def _read_keys(key_files: Sequence[PathLike], problems: List[str]) -> Optional[List[Tuple[Path, Entry]]]:
+    """The utterances listed in key files (ESPnet's shape files): what the data loader will read."""
+    if not key_files:
+        return None
+    listed: List[Tuple[Path, Entry]] = []
+    for f in key_files:
+        try:
+            listed.extend((Path(f), e) for e in read_table(f))
+        except DataError as err:
+            problems.extend(err.problems)
+    return listed
+
+
+def _validate_dirs(covered: Set[Path], utterances: Optional[Set[str]], check_audio: bool, fs: Optional[int],
+                   charset: Optional[Charset], allow_empty_text: bool, problems: List[str], report: Report) -> None:
+    """validate_data_dir on each directory whose wav.scp or text is an input, checking the contents of those."""
+    for d in sorted({p.parent for p in covered}):
+        roles = {p.name for p in covered if p.parent == d}
+        try:
+            found = validate_data_dir(
+                d, check_audio=check_audio and "wav.scp" in roles, fs=fs if "wav.scp" in roles else None,
+                charset=charset if "text" in roles else None, allow_empty_text=allow_empty_text or "text" not in roles,
+                require_text="text" in roles, utterances=utterances)
+        except DataError as err:
+            problems.extend(err.problems)
+            continue
+        report.utterances = max(report.utterances, found.utterances)
+
+
+def _check_listed(listed: List[Tuple[Path, Entry]], path: Path, entries: List[Entry], problems: List[str]) -> None:
+    """Each utterance a key file lists must be in the table, or a worker fails on it mid-epoch."""
+    keys = {e.key for e in entries}
+    problems.extend(f"{where(f, e.line, e.key)}: not in {path} (this list of utterances to read is older than the "
+                    "data: regenerate it, e.g. re-run collect-stats)" for f, e in listed if e.key not in keys)
+
+
+def validate_loader_inputs(speech: Optional[PathLike], text: Optional[PathLike], *, check_audio: bool = True,
+                           fs: Optional[int] = None, charset: Optional[Charset] = None,
+                           allow_empty_text: bool = False, key_files: Sequence[PathLike] = ()) -> Report:
+    """Check the audio list and the transcripts one data loader reads together (ESPnet's
+    `--train_data_path_and_name_and_type .../wav.scp,speech,sound` and `.../text,text,text`); raise DataError
+    listing every problem.
+
+    An input that is the wav.scp or text of a Kaldi data directory gets the whole directory validated
+    (validate_data_dir); a table outside one gets the same checks on its own (sorted, unique keys, audio, text).
+    Speech and text must hold the same utterances. `key_files` (ESPnet's shape files) list the utterances that will
+    be read: each must be in both tables, and only those get their audio and transcript contents checked.
+    """
+    inputs = [(Path(p), role) for p, role in ((speech, "wav.scp"), (text, "text")) if p is not None]
+    problems: List[str] = []
+    report = Report()
+    listed = _read_keys(key_files, problems)
+    utterances = None if listed is None else {e.key for _, e in listed}
+    covered = {p for p, role in inputs if p.name == role and is_data_dir(p.parent)}
+    _validate_dirs(covered, utterances, check_audio, fs, charset, allow_empty_text, problems, report)
+    tables: List[Tuple[Path, Optional[List[Entry]]]] = []
+    for path, role in inputs:
+        if path in covered:
+            tables.append((path, _read_quietly(path)))  # its problems were reported with its directory
+            continue
+        entries = _read(path, problems)
+        tables.append((path, entries))
+        report.utterances = max(report.utterances, len(entries or []))
+        if role == "text":
+            _check_text(path, _only(entries, utterances), charset, allow_empty_text, problems, report.warnings)
+        else:
+            _check_audio(path, _only(entries, utterances), check_audio, fs, problems, report.warnings)
+    readable = [(p, e) for p, e in tables if e is not None]
+    if len(readable) == 2 and not (len(covered) == 2 and len({p.parent for p in covered}) == 1):
+        (speech_path, speech_entries), (text_path, text_entries) = readable
+        _compare_keys(speech_path, speech_entries, text_path, text_entries, problems)
+    for path, entries in readable:
+        if listed is not None:
+            _check_listed(listed, path, entries, problems)
     if problems:
         raise DataError(problems)
     for w in report.warnings:

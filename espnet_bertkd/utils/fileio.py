@@ -30,16 +30,20 @@ def where(path: PathLike, line: Optional[int] = None, key: Optional[str] = None)
 
 
 class DataError(ValueError):
-    """Bad input data. The message holds one problem per line, each naming the file, line and key."""
+    """Bad input data. The message holds one problem per line, each naming the file, line and key, then an optional
+    hint on how to fix them."""
 
-    def __init__(self, problems: Union[str, Sequence[str]]):
+    def __init__(self, problems: Union[str, Sequence[str]], hint: Optional[str] = None):
         self.problems: List[str] = [problems] if isinstance(problems, str) else list(problems)
+        self.hint = hint
         shown = self.problems[:MAX_REPORTED]
         message = "\n".join(shown)
         if len(self.problems) > 1:
             message = f"{len(self.problems)} problems:\n  " + "\n  ".join(shown)
         if len(self.problems) > MAX_REPORTED:
             message += f"\n  ... and {len(self.problems) - MAX_REPORTED} more"
+        if hint:
+            message += f"\n{hint}"
         super().__init__(message)
 
 

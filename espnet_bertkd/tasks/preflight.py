@@ -1,0 +1,225 @@
+"""The training preflight: what `python -m espnet_bertkd.bin.asr_train` (or `espnet_bertkd.launch -m
+espnet2.bin.asr_train`) checks on ESPnet's parsed command line before ESPnet builds anything or reads any data.
+
+ESPnet meets bad input late: a typo in model_conf is a TypeError when the model is built, an utterance missing
+from text is a KeyError in a data-loader worker mid-epoch, an 8 kHz file trains silently at the wrong rate, a
+character the token list lacks becomes <unk>. Here each is an error naming the file, line, utterance or key, and
+how to fix it, before anything is written:
+
+1. model_conf: unknown keys (with the closest known key), out-of-range values (espnet_bertkd.kd.config, the same
+   checks the model constructor runs), kd_layers beyond encoder_conf.num_blocks.
+2. cached soft labels (espnet_bertkd.tasks.asr.check_training_args).
+3. data, for train and valid: every input file exists; the sound and text inputs are validated together
+   (espnet_bertkd.data.datadir.validate_loader_inputs, i.e. validate_data_dir where they live in a Kaldi data
+   directory): sorted unique keys, the same utterances in wav.scp and text (and every utterance of the shape files
+   in both), audio readable, non-empty and at the front-end's sample rate, no empty transcript, no character the
+   token list cannot represent. The audio headers are the costly part (a 281k-utterance set: minutes); progress is
+   logged, and ESPNET_BERTKD_DATA_CHECK=no_audio skips them (files must still exist), =off skips step 3.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import time
+from argparse import Namespace
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence, Tuple
+
+from espnet_bertkd.data.datadir import Charset, is_data_dir, validate_loader_inputs
+from espnet_bertkd.utils.fileio import DataError
+
+DATA_CHECK_ENV = "ESPNET_BERTKD_DATA_CHECK"
+DATA_CHECK_LEVELS = ("full", "no_audio", "off")
+# Token types whose every transcript character must be representable (word and phone lists have OOVs by design).
+CHARACTER_TOKEN_TYPES = ("char", "bpe")
+
+DataInput = Tuple[str, str, str]  # ESPnet's PATH,NAME,TYPE
+SPLITS = ("train", "valid")
+NOT_STARTED = "ESPnet was not started and no file was written."
+
+
+def run_preflight(args: Namespace) -> None:
+    """All checks, cheapest first (the data check may read every audio header)."""
+    from espnet_bertkd.tasks.asr import check_training_args
+
+    check_model_config(args)
+    check_training_args(args)
+    check_data(args)
+
+
+# ----------------------------------------------------------------------------------------------------- model_conf
+def check_model_config(args: Namespace) -> None:
+    """model_conf against the model class: for bertkd every key and value (kd.config), for other models the keys."""
+    from espnet2.tasks.asr import encoder_choices, model_choices
+
+    from espnet_bertkd.kd.config import EncoderShape, check_known_keys, check_model_conf, model_conf_defaults
+    from espnet_bertkd.tasks.asr import MODEL_NAME
+
+    model_class = model_choices.get_class(args.model)
+    signature = inspect.signature(model_class.__init__)
+    conf = args.model_conf or {}
+    if args.model == MODEL_NAME:
+        encoder = EncoderShape.of_class(encoder_choices.get_class(args.encoder), args.encoder_conf or {})
+        check_model_conf(conf, signature, encoder)
+    elif not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
+        check_known_keys(conf, model_conf_defaults(signature), f"model_conf (model: {args.model})")
+
+
+# ----------------------------------------------------------------------------------------------------------- data
+def data_check_level() -> str:
+    level = os.environ.get(DATA_CHECK_ENV, "full").strip().lower() or "full"
+    if level not in DATA_CHECK_LEVELS:
+        raise ValueError(f"{DATA_CHECK_ENV}={level!r}: must be one of {DATA_CHECK_LEVELS}")
+    return level
+
+
+def check_data(args: Namespace) -> None:
+    """Step 3 for the train and the valid inputs (see the module docstring); the problems of both are reported
+    together, so one run of the (possibly long) audio check shows everything to fix."""
+    level = data_check_level()
+    if level == "off":
+        logging.warning("%s=off: the training data is not checked before ESPnet reads it", DATA_CHECK_ENV)
+        return
+    missing = [problem for split in SPLITS for problem in missing_files(args, split)]
+    if missing:
+        raise DataError(missing, hint=f"Check these paths on the asr_train command line. {NOT_STARTED}")
+    fs = expected_sample_rate(args)
+    charset = token_charset(args)
+    problems: List[str] = []
+    refused: List[str] = []  # the inputs of the splits with problems
+    for split in SPLITS:
+        speech, text = loader_inputs(args, split)
+        if speech is None and text is None:
+            continue
+        found = check_split(f"--{split}_data_path_and_name_and_type", speech, text,
+                            list(getattr(args, f"{split}_shape_file", None) or []), fs, charset,
+                            check_audio=level == "full")
+        problems += found
+        refused += [p for p in (speech, text) if p and found]
+    if problems:
+        raise DataError(problems, hint=fix_hint(refused))
+
+
+def loader_inputs(args: Namespace, split: str) -> Tuple[Optional[str], Optional[str]]:
+    """The speech (type sound) and transcript (name text, type text) files of a split, where given."""
+    inputs: List[DataInput] = list(getattr(args, f"{split}_data_path_and_name_and_type", None) or [])
+    speech = next((path for path, _, kind in inputs if kind == "sound"), None)
+    text = next((path for path, name, kind in inputs if name == "text" and kind == "text"), None)
+    return speech, text
+
+
+def missing_files(args: Namespace, split: str) -> List[str]:
+    """Every file ESPnet will open for this split must exist (ESPnet's own error comes after the model is built)."""
+    flag, shape_flag = f"--{split}_data_path_and_name_and_type", f"--{split}_shape_file"
+    inputs: List[DataInput] = list(getattr(args, f"{split}_data_path_and_name_and_type", None) or [])
+    problems = [f"{flag} {path},{name},{kind}: {path}: no such file" for path, name, kind in inputs
+                if not os.path.isfile(path)]
+    return problems + [f"{shape_flag} {path}: no such file (collect-stats writes the shape files)"
+                       for path in getattr(args, f"{split}_shape_file", None) or [] if not os.path.isfile(path)]
+
+
+def check_split(flag: str, speech: Optional[str], text: Optional[str], shape_files: Sequence[str],
+                fs: Optional[int], charset: Optional[Charset], check_audio: bool) -> List[str]:
+    """The problems of one split's inputs (validate_loader_inputs), with progress logged."""
+    start = time.monotonic()
+    logging.info("checking %s %s%s", flag, " and ".join(p for p in (speech, text) if p),
+                 "" if check_audio else f" (audio headers not read: {DATA_CHECK_ENV}=no_audio)")
+    try:
+        report = validate_loader_inputs(speech, text, check_audio=check_audio, fs=fs if check_audio else None,
+                                        charset=charset, key_files=shape_files)
+    except DataError as err:
+        return err.problems
+    logging.info("%s: %d utterances OK (%.1f s)", flag, report.utterances, time.monotonic() - start)
+    return []
+
+
+def fix_hint(paths: Sequence[str]) -> str:
+    """How to fix what the data check finds (the problems themselves name file, line and utterance)."""
+    dirs = sorted({str(Path(p).parent) for p in paths if is_data_dir(Path(p).parent)})
+    fix = ""
+    if dirs:
+        fix += (" and ".join(f"`python -m espnet_bertkd.bin.validate_data_dir {d} --fix`" for d in dirs) +
+                " sorts the tables and keeps the utterances found in all of them (add --drop_empty_text to drop "
+                "empty transcripts; the originals go to DIR/.backup), then re-run collect-stats so the shape files "
+                "match. ")
+    if any(not is_data_dir(Path(p).parent) for p in paths):
+        fix += ("Sort tables outside a data directory by key (`LC_ALL=C sort`), keep the same utterances in each "
+                "and re-run collect-stats so the shape files match. ")
+    return (f"The training data was refused. {NOT_STARTED} How to fix: {fix}"
+            "Resample audio whose rate differs from frontend_conf.fs (or set fs); normalise transcripts with "
+            "characters the token list lacks, or rebuild the token list / BPE model. "
+            f"{DATA_CHECK_ENV}=no_audio skips reading audio headers, {DATA_CHECK_ENV}=off skips the data check.")
+
+
+def expected_sample_rate(args: Namespace) -> Optional[int]:
+    """The rate the front-end assumes (frontend_conf.fs, else its class default: 16000 for ESPnet's default
+    front-end); None where speech is features (--input_size) or the front-end has no rate."""
+    if getattr(args, "input_size", None) is not None or getattr(args, "frontend", None) is None:
+        return None
+    from espnet2.tasks.asr import frontend_choices
+
+    param = inspect.signature(frontend_choices.get_class(args.frontend).__init__).parameters.get("fs")
+    if param is None:
+        return None
+    fs = (args.frontend_conf or {}).get("fs", param.default)
+    if isinstance(fs, str):
+        import humanfriendly
+
+        fs = humanfriendly.parse_size(fs)  # ESPnet's front-ends accept "16k"
+    return int(fs) if isinstance(fs, (int, float)) and fs > 0 else None
+
+
+# ----------------------------------------------------------------------------------------------------- token list
+def read_token_list(token_list) -> List[str]:
+    """ESPnet's reading of --token_list (a file, one token a line, or a list)."""
+    if not isinstance(token_list, (str, Path)):
+        return list(token_list)
+    if not os.path.isfile(token_list):
+        raise DataError(f"--token_list {token_list}: no such file")
+    with open(token_list, encoding="utf-8") as f:
+        return [line[0] + line[1:].rstrip() for line in f]
+
+
+def token_charset(args: Namespace) -> Optional[Charset]:
+    """The characters the token list represents, as ESPnet's preprocessor tokenises them (cleaner, tokenizer,
+    token list): for char tokens the list itself, for bpe what the sentencepiece model maps to listed pieces.
+    None where the text is not tokenised by character (word, phn, ...) or not by ESPnet."""
+    if not getattr(args, "use_preprocessor", True) or getattr(args, "token_type", None) not in CHARACTER_TOKEN_TYPES:
+        return None
+    if getattr(args, "token_list", None) is None:
+        return None
+    tokens = set(read_token_list(args.token_list))
+    if args.token_type == "bpe" and not (args.bpemodel and os.path.isfile(args.bpemodel)):
+        raise DataError(f"--bpemodel {args.bpemodel}: no such file (token_type bpe needs the sentencepiece model)")
+    from espnet2.text.build_tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer(token_type=args.token_type, bpemodel=args.bpemodel,
+                                non_linguistic_symbols=args.non_linguistic_symbols, g2p_type=args.g2p)
+    source = f"the token list {args.token_list}" if not isinstance(args.token_list, list) else "the token list"
+    if args.token_type == "bpe":
+        source += f" with the BPE model {args.bpemodel}"
+    return Charset(known=lambda c: all(t in tokens for t in tokenizer.text2tokens(c)),
+                   name=f"{source} (they would become <unk>)", normalize=text_normalizer(args, tokenizer))
+
+
+def text_normalizer(args: Namespace, tokenizer) -> Optional[Callable[[str], str]]:
+    """What ESPnet does to a transcript before splitting it into characters: its text cleaner, and (char tokens)
+    keeping non-linguistic symbols such as <noise> whole."""
+    symbols = sorted(getattr(tokenizer, "non_linguistic_symbols", ()) or (), key=len, reverse=True)
+    cleaner = None
+    if getattr(args, "cleaner", None):
+        from espnet2.text.cleaner import TextCleaner
+
+        cleaner = TextCleaner(args.cleaner)
+    if cleaner is None and not symbols:
+        return None
+
+    def normalize(text: str) -> str:
+        if cleaner is not None:
+            text = cleaner(text)
+        for symbol in symbols:
+            text = text.replace(symbol, " ")
+        return text
+
+    return normalize
