@@ -15,7 +15,7 @@ import runpy
 import sys
 from typing import Iterator, List, Optional, Sequence
 
-import espnet_bertkd  # noqa: F401  (registers the plugin)
+import espnet_bertkd  # noqa: F401  (registers the plugin once ESPnet's ASR task is imported)
 
 USAGE = "usage: python -m espnet_bertkd.launch (-m MODULE | SCRIPT.py) [ARGS...]"
 

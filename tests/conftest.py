@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-import espnet_bertkd  # noqa: F401  (registers model: bertkd)
+import espnet_bertkd  # noqa: F401  (registers model: bertkd once ESPnet's ASR task is imported)
 from espnet_bertkd.kd.build_teacher import build_bert
 
 TEXTS = [

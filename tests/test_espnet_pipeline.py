@@ -195,6 +195,8 @@ def test_train_decode_export(workdir: Path, teacher_dir: str, monkeypatch) -> No
     assert torch.allclose(ours, torch.load(root / "plain_post.pt"), atol=1e-5)
     kd_only = sum(p.numel() for n, p in kd_model.named_parameters() if n.startswith(kd_model.TRAINING_ONLY_PREFIXES))
     assert params == sum(p.numel() for p in kd_model.parameters()) - kd_only
+    lm_params = sum(v.numel() for v in torch.load(lm_file, map_location="cpu").values())
+    assert beam_speed["inference_params"] == params + lm_params  # shallow fusion runs the ASR model plus the LM
 
     # 7. batched greedy CTC: the plugin checkpoint and the exported model give the same hypotheses
     from espnet_bertkd.bin import ctc_greedy_inference
@@ -211,6 +213,20 @@ def test_train_decode_export(workdir: Path, teacher_dir: str, monkeypatch) -> No
     speed = json.loads((root / "greedy_plugin/speed.json").read_text())
     assert speed["utterances"] == 2 and speed["rtf"] > 0 and speed["audio_seconds"] > 1.0
     assert speed["inference_params"] == params  # greedy decoding uses exactly the exported model's parameters
+
+    # 7b. the same decoding split into two jobs (--key_file) and merged equals the single run, as asr.sh stage 7 does
+    from espnet_bertkd.bin import merge_decode, split_scp
+
+    split_scp.main(["--nj", "2", "data/dev/wav.scp", str(root / "split/keys.JOB.scp")])
+    for job in (1, 2):
+        ctc_greedy_inference.main(["--asr_train_config", str(cfg), "--asr_model_file", str(pth),
+                                   "--data_path_and_name_and_type", "data/dev/wav.scp,speech,sound",
+                                   "--key_file", str(root / f"split/keys.{job}.scp"),
+                                   "--output_dir", str(root / f"split/output.{job}"), "--batch_size", "2"])
+    merge_decode.main(["--nj", "2", str(root / "split/output.JOB"), str(root / "greedy_merged")])
+    assert (root / "greedy_merged/1best_recog/text").read_text() == (root / "greedy_export/1best_recog/text").read_text()
+    merged_speed = json.loads((root / "greedy_merged/speed.json").read_text())
+    assert merged_speed["utterances"] == 2 and merged_speed["jobs"] == 2
 
     # 8. plain ESPnet's asr_inference decodes the exported model
     run(["-m", "espnet2.bin.asr_inference", "--asr_train_config", str(config_path), "--asr_model_file",

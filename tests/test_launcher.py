@@ -212,3 +212,18 @@ def test_split_and_merge_scp(tmp_path, capsys):
     split_cli.main(["--merge", "--nj", "2", f"{tmp_path}/split.JOB.scp", f"{tmp_path}/merged.scp"])
     assert (tmp_path / "merged.scp").read_text() == scp.read_text()
     assert "wrote" in capsys.readouterr().out
+
+
+def test_local_jobs_share_the_cores(tmp_path, monkeypatch):
+    """N local jobs at once get cores/N threads each (oversubscribed PyTorch threads spin), unless the user set it."""
+    from espnet_bertkd.utils.launcher import job_environment
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    assert job_environment(parallel=2, cpus=8)["OMP_NUM_THREADS"] == "4"
+    assert job_environment(parallel=16, cpus=8)["MKL_NUM_THREADS"] == "1"
+    launch(["bash", "-c", f"echo $OMP_NUM_THREADS > {tmp_path}/t.JOB"], nj=2, log=tmp_path / "log.JOB",
+           max_parallel=1)
+    assert (tmp_path / "t.1").read_text().strip() == str(max(1, os.cpu_count() or 1))
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert job_environment(parallel=2, cpus=8)["OMP_NUM_THREADS"] == "3"

@@ -9,7 +9,7 @@ import pytest
 
 from espnet_bertkd.bin import make_results as results_cli
 from espnet_bertkd.bin import score as score_cli
-from espnet_bertkd.eval.results import collect, make_results, merge_speeds
+from espnet_bertkd.eval.results import collect, make_results
 from espnet_bertkd.eval.score import score_texts, write_results
 from espnet_bertkd.utils.fileio import DataError
 
@@ -135,10 +135,7 @@ def exp(tmp_path) -> Path:
     add_decode(exp, "ctc", "greedy", "test_other", ref, "u1 A B C\nu2 E F G X\n", speed(3.0, 100.0, 2))  # 25
     add_decode(exp, "ctc", "beam10+LM", "test_clean", ref, "u1 A B C D\nu2 E F G H\n", speed(50.0, 100.0, 2))
     add_decode(exp, "ctc", "beam10+LM", "test_other", ref, "u1 A B C D\nu2 E F G\n", speed(70.0, 100.0, 2))
-    d = add_decode(exp, "inter_aed_kd", "greedy", "test_clean", ref, "u1 A B C D\nu2 E F G H\n")
-    # decoded in two jobs, asr.sh style: speed.json files under logdir/output.<n>/
-    write(d / "logdir" / "output.1" / "speed.json", json.dumps(speed(0.5, 60.0, 1)))
-    write(d / "logdir" / "output.2" / "speed.json", json.dumps(speed(1.5, 40.0, 1)))
+    add_decode(exp, "inter_aed_kd", "greedy", "test_clean", ref, "u1 A B C D\nu2 E F G H\n", speed(2.0, 100.0, 2))
     write(exp / "ctc" / "params.json", json.dumps({"params": 26_430_000}))
     write(exp / "ctc" / "decode_beam10+LM" / "params.json", json.dumps({"params": 26_430_000 + 50_000_000}))
     write(exp / "inter_aed_kd" / "params.json", json.dumps({"params": 26_430_000}))
@@ -157,7 +154,6 @@ def test_collect_rows(exp):
     assert rows[0].speed() == {"rtf": pytest.approx(2.0 / 100.0), "utterances_per_second": pytest.approx(1.0)}
     assert [r.params for r in rows] == [26_430_000, 26_430_000, 76_430_000]
     assert collect(exp, systems=["interctc"])[0].params == 26_500_000
-    assert merge_speeds([speed(0.5, 60.0, 1), speed(1.5, 40.0, 1)])["jobs"] == 2
 
 
 def test_make_results(exp, tmp_path):

@@ -22,6 +22,8 @@ import torch
 from espnet2.asr.espnet_model import ESPnetASRModel
 from torch.nn.utils.rnn import pad_sequence
 
+from espnet_bertkd.asr.speed import ENCODER_PATH, count_parameters
+
 
 @dataclass
 class GreedyResult:
@@ -141,9 +143,7 @@ class GreedyCTCDecoder:
     @property
     def inference_params(self) -> int:
         """Parameters greedy decoding uses: front-end to CTC head (no attention or KD decoders)."""
-        m = self.model
-        parts = [m.frontend, m.normalize, m.preencoder, m.encoder, m.postencoder, m.ctc]
-        return sum(p.numel() for part in parts if part is not None for p in part.parameters())
+        return count_parameters([getattr(self.model, name, None) for name in ENCODER_PATH] + [self.model.ctc])
 
     def _expose_layers(self) -> None:
         if not self.interctc_layers:

@@ -6,7 +6,7 @@ search rows in RESULTS.md are timed like the greedy decoder's.
 import sys
 from typing import List, Optional
 
-import espnet_bertkd  # noqa: F401  (registers model: bertkd)
+import espnet_bertkd  # noqa: F401  (registers model: bertkd once ESPnet's ASR task is imported)
 from espnet_bertkd.asr.speed import timed_speech2text
 
 

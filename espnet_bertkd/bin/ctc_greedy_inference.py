@@ -22,7 +22,7 @@ import numpy as np
 import soundfile
 import torch
 
-import espnet_bertkd  # noqa: F401  (registers model: bertkd)
+import espnet_bertkd  # noqa: F401  (registers model: bertkd once ESPnet's ASR task is imported)
 from espnet_bertkd.asr.greedy_ctc import GreedyCTCDecoder, length_sorted_batches
 from espnet_bertkd.asr.speed import speed_record, write_speed
 

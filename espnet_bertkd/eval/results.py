@@ -10,8 +10,7 @@ Directory convention (what the recipe writes; nothing else is read):
                                                                  its inference_params is the last resort for
                                                                  the parameter count)
 
-Where `speed.json` is absent but the decode was split into jobs (asr.sh's `<test_set>/logdir/output.<n>/`), the
-jobs' `speed.json` files are merged. One row per `<system> / <decoding>`, one WER column per test set; the speed
+A decode split into jobs has one merged speed.json (espnet_bertkd.bin.merge_decode). One row per `<system> / <decoding>`, one WER column per test set; the speed
 columns are totals over the row's test sets (RTF = compute seconds / audio seconds, utt/s = utterances / compute
 seconds), so every row's speed is measured on the same audio when the test sets are the same.
 """
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from espnet_bertkd.asr.speed import merge_speed
 from espnet_bertkd.utils.fileio import DataError, PathLike, atomic_open
 
 SPEED_KEYS = ("rtf", "utterances_per_second", "audio_seconds", "compute_seconds")
@@ -46,25 +46,11 @@ class Row:
         return None if r is None else float(r["wer"])
 
     def speed(self) -> Dict[str, Optional[float]]:
-        """RTF and utt/s over all test sets with a speed.json (totals where the seconds are known)."""
-        speeds = list(self.speeds.values())
-        if not speeds:
+        """RTF and utt/s over all the row's test sets: total compute seconds over total audio and utterances."""
+        if not self.speeds:
             return {"rtf": None, "utterances_per_second": None}
-        if all(s.get("audio_seconds") and s.get("compute_seconds") is not None for s in speeds):
-            compute = sum(float(s["compute_seconds"]) for s in speeds)
-            audio = sum(float(s["audio_seconds"]) for s in speeds)
-            utts = sum(_utterances(s) for s in speeds)
-            return {"rtf": compute / audio, "utterances_per_second": utts / compute if compute > 0 else None}
-        rtfs = [float(s["rtf"]) for s in speeds if s.get("rtf") is not None]
-        ups = [float(s["utterances_per_second"]) for s in speeds if s.get("utterances_per_second") is not None]
-        return {"rtf": sum(rtfs) / len(rtfs) if rtfs else None,
-                "utterances_per_second": sum(ups) / len(ups) if ups else None}
-
-
-def _utterances(speed: Dict) -> float:
-    if speed.get("utterances") is not None:
-        return float(speed["utterances"])
-    return float(speed.get("utterances_per_second") or 0.0) * float(speed["compute_seconds"])
+        total = merge_speed(list(self.speeds.values()))
+        return {"rtf": total["rtf"], "utterances_per_second": total["utterances_per_second"]}
 
 
 def _load_json(path: Path, required: Sequence[str] = ()) -> Dict:
@@ -80,24 +66,9 @@ def _load_json(path: Path, required: Sequence[str] = ()) -> Dict:
     return data
 
 
-def merge_speeds(speeds: Sequence[Dict]) -> Dict:
-    """One speed record for a decode split into jobs: seconds and utterances add up; RTF and utt/s follow."""
-    compute = sum(float(s["compute_seconds"]) for s in speeds)
-    audio = sum(float(s.get("audio_seconds") or 0.0) for s in speeds)
-    utts = sum(_utterances(s) for s in speeds)
-    return {"utterances": utts, "compute_seconds": compute, "audio_seconds": audio or None,
-            "rtf": compute / audio if audio else None,
-            "utterances_per_second": utts / compute if compute > 0 else None, "jobs": len(speeds)}
-
-
 def read_speed(test_dir: Path) -> Optional[Dict]:
     path = test_dir / "speed.json"
-    if path.is_file():
-        return _load_json(path)
-    parts = sorted((test_dir / "logdir").glob("output.*/speed.json"))
-    if parts:
-        return merge_speeds([_load_json(p, ("compute_seconds",)) for p in parts])
-    return None
+    return _load_json(path, ("utterances", "compute_seconds", "audio_seconds")) if path.is_file() else None
 
 
 def _read_params(path: Path) -> Optional[int]:

@@ -3,7 +3,8 @@
 ESPnet 202511 has no plugin mechanism: `ASRTask.build_model` reads the module-level `ClassChoices` of
 `espnet2.tasks.asr`, and `ASRTask.optional_data_names` lists the extra inputs its data loader accepts. We add our model
 and our soft-label inputs there. This must happen in every process that builds a model (training, collect-stats,
-decoding, `build_model_from_file`, DDP workers), which is why importing `espnet_bertkd` does it.
+decoding, `build_model_from_file`, DDP workers), which is why importing `espnet_bertkd` arranges it (once
+`espnet2.tasks.asr` is imported: see espnet_bertkd/__init__.py).
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ def register() -> None:
 
     task.optional_data_names = classmethod(optional_data_names)
     task._bertkd_registered = True
+
 
 
 def check_training_args(args) -> None:
@@ -105,3 +107,6 @@ def _warn_if_unverified(directory: str, teacher: TeacherConfig, expected: Dict[s
             "cannot load teacher %r here to compare its vocabulary with the soft labels in %s, written by teacher "
             "%r: make sure they are the same model", teacher.model, directory, meta.get("teacher"),
         )
+
+
+register()  # on import: `import espnet_bertkd` arranges this import once ESPnet's ASR task is loaded

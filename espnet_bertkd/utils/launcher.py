@@ -89,6 +89,21 @@ def _now() -> str:
     return datetime.datetime.now().astimezone().strftime("%a %b %d %H:%M:%S %Z %Y")
 
 
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def job_environment(parallel: int, cpus: Optional[int] = None) -> Dict[str, str]:
+    """The environment of local jobs: the machine's cores shared out among the jobs running at once.
+
+    PyTorch gives every process one thread per core; N such jobs on N cores oversubscribe them and the threads'
+    spin-waiting makes each job many times slower. A value the user exported is kept."""
+    env = dict(os.environ)
+    threads = str(max(1, (cpus or os.cpu_count() or 1) // max(1, parallel)))
+    for name in THREAD_VARS:
+        env.setdefault(name, threads)
+    return env
+
+
 def run_local(cmd: Sequence[str], nj: int, log: PathLike, max_parallel: Optional[int] = None, var: str = "JOB",
               poll_seconds: float = 0.05) -> List[JobResult]:
     """Run the jobs as background processes, at most `max_parallel` (default: all) at a time; wait for all (a
@@ -96,6 +111,7 @@ def run_local(cmd: Sequence[str], nj: int, log: PathLike, max_parallel: Optional
     log = str(log)
     _check(cmd, nj, log, max_parallel, var)
     limit = max_parallel or nj
+    env = job_environment(min(limit, nj))
     command = shell_command(cmd)
     pending = list(range(1, nj + 1))
     running: Dict[int, tuple] = {}  # job -> (Popen, log file object, start time)
@@ -110,7 +126,7 @@ def run_local(cmd: Sequence[str], nj: int, log: PathLike, max_parallel: Optional
                 f.write(f"# {job_cmd}\n# Started at {_now()}\n#\n")
                 f.flush()
                 proc = subprocess.Popen(["bash", "-c", job_cmd], stdout=f, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+                                        stdin=subprocess.DEVNULL, start_new_session=True, env=env)
                 running[job] = (proc, f, time.monotonic())
             finished = [job for job, (proc, _, _) in running.items() if proc.poll() is not None]
             if not finished:

@@ -15,10 +15,12 @@ set -euo pipefail
 
 stage=1
 stop_stage=100
-nj=2                     # parallel jobs of stage 4
+nj=2                     # parallel jobs of stage 4 (teacher soft labels)
+inference_nj=2           # parallel jobs of stage 7 (decoding)
 ngpu=0
 corpus_root=             # a LibriSpeech-layout directory
 corpus_sets=             # its sets to prepare, e.g. "train-clean-100 dev-clean test-clean"
+combine_sets=            # sets to merge after preparation, TARGET=SOURCE,SOURCE... e.g. "dev=dev_clean,dev_other"
 lm_text=                 # extra LM text (one sentence per line, .gz allowed), e.g. librispeech-lm-norm.txt.gz
 train_set=
 valid_set=
@@ -33,6 +35,7 @@ topk=8
 kd_temperature=1.0
 systems="ctc aed final_aed_kd inter_aed_kd"
 sf_systems="ctc"         # systems also decoded with beam search + LM shallow fusion
+sf_test_sets=            # sets decoded with shallow fusion (default: --test_sets)
 asr_config_dir=conf      # holds train_asr_<system>.yaml
 asr_args=""
 lm_config=conf/train_lm.yaml
@@ -42,6 +45,9 @@ greedy_args="--batch_seconds 200"
 asr_model=valid.cer_ctc.ave.pth
 seed=0
 expdir=exp
+asr_stats_dir=           # default: ${expdir}/asr_stats_${token_type}
+lm_exp=                  # default: ${expdir}/lm (point several runs at one LM)
+results_dir=.            # where RESULTS.md and results.png go
 datadir=data
 dumpdir=dump
 python=python3
@@ -67,13 +73,17 @@ else
 fi
 token_list=${token_dir}/tokens.txt
 if [ "${teacher}" = train ] || [ "${teacher_finetune}" = true ]; then teacher_dir=${expdir}/teacher; else teacher_dir=${teacher}; fi
-asr_stats_dir=${expdir}/asr_stats_${token_type}
-lm_exp=${expdir}/lm
+asr_stats_dir=${asr_stats_dir:-${expdir}/asr_stats_${token_type}}
+lm_exp=${lm_exp:-${expdir}/lm}
 
 if stage_on 1; then
     log "Stage 1: data preparation from ${corpus_root}"
     if [ ! -f "${datadir}/lm_train.txt" ]; then
         run ${python} -m espnet_bertkd.bin.prepare_librispeech --root "${corpus_root}" --data_dir "${datadir}" ${corpus_sets}
+        for spec in ${combine_sets}; do
+            run ${python} -m espnet_bertkd.bin.combine_data_dirs "${datadir}/${spec%%=*}" \
+                $(echo "${spec#*=}" | tr ',' '\n' | sed "s|^|${datadir}/|")
+        done
         lm_opts=""; [ -n "${lm_text}" ] && lm_opts="--lm_text ${lm_text}"
         run ${python} -m espnet_bertkd.bin.prepare_lm_text --output "${datadir}/lm_train.txt" \
             --text "${datadir}/${train_set}/text" ${lm_opts}
@@ -174,30 +184,39 @@ if stage_on 6; then
     done
 fi
 
+decode_set() {  # $1 = output dir, $2 = data set, then the decoder's command (without --key_file/--output_dir)
+    local out=$1 dset=$2; shift 2
+    [ -f "${out}/speed.json" ] && { log "skip: ${out}/speed.json exists"; return; }
+    local split=${out}/split${inference_nj}
+    mkdir -p "${split}"
+    ${python} -m espnet_bertkd.bin.split_scp --nj "${inference_nj}" "${datadir}/${dset}/wav.scp" "${split}/keys.JOB.scp"
+    log "${inference_nj} jobs, logs in ${split}/decode.*.log: $*"
+    launch --nj "${inference_nj}" --log "${split}/decode.JOB.log" -- "$@" \
+        --key_file "${split}/keys.JOB.scp" --output_dir "${split}/output.JOB"
+    run ${python} -m espnet_bertkd.bin.merge_decode --nj "${inference_nj}" "${split}/output.JOB" "${out}"
+}
+
 if stage_on 7; then
     for system in ${systems}; do
         for dset in ${test_sets}; do
             out=${expdir}/${system}/decode_greedy/${dset}
             log "Stage 7: greedy CTC ${system} ${dset} -> ${out}"
-            [ -f "${out}/speed.json" ] && { log "skip: ${out}/speed.json exists"; continue; }
-            mkdir -p "$(dirname "${out}")"
-            run ${python} -m espnet_bertkd.bin.ctc_greedy_inference --asr_train_config "${expdir}/${system}/config.yaml" \
+            decode_set "${out}" "${dset}" ${python} -m espnet_bertkd.bin.ctc_greedy_inference \
+                --asr_train_config "${expdir}/${system}/config.yaml" \
                 --asr_model_file "${expdir}/${system}/${asr_model}" --ngpu "${ngpu}" \
-                --data_path_and_name_and_type "${datadir}/${dset}/wav.scp,speech,sound" --output_dir "${out}" \
-                ${greedy_args} > "${out}.log" 2>&1
+                --data_path_and_name_and_type "${datadir}/${dset}/wav.scp,speech,sound" ${greedy_args}
         done
     done
     for system in ${sf_systems}; do
-        for dset in ${test_sets}; do
+        for dset in ${sf_test_sets:-${test_sets}}; do
             out=${expdir}/${system}/decode_beam_lm/${dset}
             log "Stage 7: beam search + LM shallow fusion ${system} ${dset} -> ${out}"
-            [ -f "${out}/speed.json" ] && { log "skip: ${out}/speed.json exists"; continue; }
-            mkdir -p "$(dirname "${out}")"
-            run ${python} -m espnet_bertkd.bin.asr_inference --config "${inference_config}" --ngpu "${ngpu}" \
-                --asr_train_config "${expdir}/${system}/config.yaml" --asr_model_file "${expdir}/${system}/${asr_model}" \
+            decode_set "${out}" "${dset}" ${python} -m espnet_bertkd.bin.asr_inference \
+                --config "${inference_config}" --ngpu "${ngpu}" \
+                --asr_train_config "${expdir}/${system}/config.yaml" \
+                --asr_model_file "${expdir}/${system}/${asr_model}" \
                 --lm_train_config "${lm_exp}/config.yaml" --lm_file "${lm_exp}/valid.loss.ave.pth" \
-                --data_path_and_name_and_type "${datadir}/${dset}/wav.scp,speech,sound" --output_dir "${out}" \
-                > "${out}.log" 2>&1
+                --data_path_and_name_and_type "${datadir}/${dset}/wav.scp,speech,sound"
         done
     done
 fi
@@ -214,8 +233,8 @@ if stage_on 8; then
             done
         done
     done
-    run ${python} -m espnet_bertkd.bin.make_results --exp_dir "${expdir}" --output_dir . --systems ${systems} \
-        --decodings ${decodings} --test_sets ${test_sets}
-    cat RESULTS.md
+    run ${python} -m espnet_bertkd.bin.make_results --exp_dir "${expdir}" --output_dir "${results_dir}" \
+        --systems ${systems} --decodings ${decodings} --test_sets ${test_sets}
+    cat "${results_dir}/RESULTS.md"
 fi
 log "Finished stages ${stage}..${stop_stage}"

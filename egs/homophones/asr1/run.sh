@@ -6,11 +6,15 @@
 #   ./run.sh                 # default size
 #   ./run.sh --smoke true    # a few minutes (what CI runs)
 #   ./run.sh --stage 6 --stop_stage 8 --systems "ctc inter_aed_kd"
+#   # another training seed beside the first run, sharing its data, teacher, soft labels and LM:
+#   ./run.sh --stage 6 --seed 1 --expdir exp_seed1 --teacher exp/teacher --lm_exp exp/lm \
+#       --asr_stats_dir exp/asr_stats_bpe --results_dir exp_seed1
 set -euo pipefail
 cd "$(dirname "$0")"
 
 smoke=false
-seed=0
+seed=0          # training seed (teacher, LM, ASR)
+corpus_seed=0   # the corpus stays the same across training seeds
 stage=0
 stop_stage=100
 nj=2
@@ -23,6 +27,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --smoke) smoke="$2"; shift 2 ;;
         --seed) seed="$2"; shift 2 ;;
+        --corpus_seed) corpus_seed="$2"; shift 2 ;;
         --stage) stage="$2"; shift 2 ;;
         --stop_stage) stop_stage="$2"; shift 2 ;;
         --nj) nj="$2"; shift 2 ;;
@@ -45,7 +50,7 @@ fi
 
 if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
     echo "$(date '+%Y-%m-%dT%H:%M:%S') (run.sh) Stage 0: generate the ${size} corpus -> ${corpus}"
-    python3 -m espnet_bertkd.bin.make_corpus --output_dir "${corpus}" --size "${size}" --seed "${seed}" --nj "${nj}" \
+    python3 -m espnet_bertkd.bin.make_corpus --output_dir "${corpus}" --size "${size}" --seed "${corpus_seed}" --nj "${nj}" \
         --no_progress
 fi
 

@@ -59,6 +59,7 @@ driver=../../TEMPLATE/asr1/asr.sh
 args=(
     --corpus_root "${librispeech_root}"
     --corpus_sets "train-clean-100 dev-clean dev-other test-clean test-other" --train_set train_clean_100
+    --combine_sets "dev=dev_clean,dev_other"
     --valid_set dev --test_sets "dev_clean dev_other test_clean test_other"
     --lm_text "${lm_text}"
     --token_type bpe --nbpe 5000 --bpemode unigram
@@ -70,12 +71,4 @@ args=(
     --datadir "${datadir}" --python "${python}"
 )
 
-if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
-    "${driver}" "${args[@]}" --stage 1 --stop_stage 1 "${extra[@]}"
-    # asr.sh merges prepared sets into the training set only; ESPnet's valid set "dev" is dev-clean + dev-other.
-    echo "$(date '+%Y-%m-%dT%H:%M:%S') (run.sh) ${datadir}/dev = dev_clean + dev_other"
-    ${python} -m espnet_bertkd.bin.combine_data_dirs "${datadir}/dev" "${datadir}/dev_clean" "${datadir}/dev_other"
-fi
-if [ "${stop_stage}" -ge 2 ]; then
-    exec "${driver}" "${args[@]}" --stage "$(( stage > 2 ? stage : 2 ))" --stop_stage "${stop_stage}" "${extra[@]}"
-fi
+exec "${driver}" "${args[@]}" --stage "${stage}" --stop_stage "${stop_stage}" "${extra[@]}"

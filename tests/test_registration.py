@@ -1,0 +1,27 @@
+"""Importing espnet_bertkd registers `model: bertkd` without importing ESPnet itself until ESPnet's ASR task is
+imported (light tools stay fast), in either import order. Each case runs in a fresh interpreter."""
+import subprocess
+import sys
+
+import pytest
+
+CHECK = (
+    "from espnet2.tasks.asr import ASRTask, model_choices\n"
+    "assert 'bertkd' in model_choices.classes, 'model: bertkd not registered'\n"
+    "assert 'kd_token' in ASRTask.optional_data_names(), 'soft-label inputs not registered'\n"
+)
+
+
+def run(code: str) -> None:
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_light_import_does_not_load_espnet():
+    run("import sys\nimport espnet_bertkd.utils.scp, espnet_bertkd.eval.score\n"
+        "assert 'espnet2' not in sys.modules and 'torch' not in sys.modules, sorted(sys.modules)\n")
+
+
+@pytest.mark.parametrize("first", ["espnet_bertkd", "espnet2.tasks.asr", "espnet_bertkd.tasks.asr", "espnet_bertkd.asr.export"])
+def test_registered_in_either_import_order(first):
+    run(f"import {first}\nimport espnet_bertkd\n" + CHECK)
