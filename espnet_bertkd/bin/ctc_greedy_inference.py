@@ -24,6 +24,7 @@ import torch
 
 import espnet_bertkd  # noqa: F401  (registers model: bertkd once ESPnet's ASR task is imported)
 from espnet_bertkd.asr.greedy_ctc import GreedyCTCDecoder, length_sorted_batches
+from espnet_bertkd.asr.checkpoint import build_model_checked
 from espnet_bertkd.asr.speed import speed_record, write_speed
 
 
@@ -72,14 +73,13 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> None:
     from espnet2.fileio.datadir_writer import DatadirWriter
-    from espnet2.tasks.asr import ASRTask
     from espnet2.text.build_tokenizer import build_tokenizer
     from espnet2.train.dataset import ESPnetDataset
 
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
     device = "cuda" if args.ngpu > 0 else "cpu"
-    model, train_args = ASRTask.build_model_from_file(args.asr_train_config, args.asr_model_file, device)
+    model, train_args = build_model_checked(args.asr_train_config, args.asr_model_file, device)
     model.to(dtype=getattr(torch, args.dtype)).eval()
     layers = [int(x) for x in args.interctc_layers.split(",") if x.strip()]
     decoder = GreedyCTCDecoder(model, layers)
