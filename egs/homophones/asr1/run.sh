@@ -37,7 +37,7 @@ while [ $# -gt 0 ]; do
 done
 
 size=default
-teacher_args="--epochs 4 --batch_size 64 --vocab_size 3000 --hidden_size 256 --num_layers 4 --num_heads 4"
+teacher_args="--epochs 1 --batch_size 64 --vocab_size 3000 --hidden_size 256 --num_layers 4 --num_heads 4"
 asr_args=""
 lm_args=""
 if [ "${smoke}" = true ]; then
