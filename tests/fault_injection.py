@@ -157,7 +157,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--compare_only", action="store_true", help="only compare the two finished runs in --workdir")
     args = p.parse_args(argv)
     if args.compare_only:
-        return report(differences(args.workdir / "reference" / RECIPE, args.workdir / "interrupted" / RECIPE), None)
+        return report(differences(args.workdir / "reference" / RECIPE, args.workdir / "interrupted" / RECIPE))
     chosen = [k for k in POINTS if k.name in args.points.split(",")]
     args.workdir.mkdir(parents=True, exist_ok=True)
 
@@ -185,10 +185,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if status != "finished":
         return 1
     print(f"{fired} of {len(chosen)} kill points fired")
-    return report(differences(reference, recipe), len(chosen))
+    return report(differences(reference, recipe))
 
 
-def report(problems: List[str], points: Optional[int]) -> int:
+def report(problems: List[str]) -> int:
     for problem in problems:
         print("DIFFERENT:", problem)
     print("outputs " + ("identical to the uninterrupted run" if not problems else f"differ in {len(problems)} ways"))
