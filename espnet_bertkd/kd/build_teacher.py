@@ -10,13 +10,37 @@ from typing import Iterable
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
+CONTINUATION_PREFIX = "##"
+
+
+def continuation_tokens(texts: list[str], trainer) -> list[str]:
+    """Every `##c` piece the WordPiece trainer will need, in sorted order.
+
+    `tokenizers` creates these lazily while iterating a hash map, so their ids (and, through merge tie-breaking,
+    even the learned vocabulary) change from run to run (huggingface/tokenizers#1794). Registering them up front,
+    sorted, gives them fixed ids and makes training deterministic. The trainer's own normaliser and
+    pre-tokeniser are used so the set is exactly the one it would create."""
+    normalizer, pre_tokenizer = trainer._tokenizer.normalizer, trainer._tokenizer.pre_tokenizer
+    chars: set[str] = set()
+    for text in texts:
+        for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)):
+            chars.update(word[1:])
+    return [CONTINUATION_PREFIX + c for c in sorted(chars)]
+
+
 def build_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str, lowercase: bool = True):
-    """Train an (uncased by default) WordPiece vocabulary and save a BertTokenizerFast to out_dir."""
+    """Train an (uncased by default) WordPiece vocabulary and save a BertTokenizerFast to out_dir.
+
+    The same texts always give the same vocabulary, in the same order (see `continuation_tokens`)."""
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertTokenizerFast
 
+    texts = list(texts)
     trainer = BertWordPieceTokenizer(lowercase=lowercase)
-    trainer.train_from_iterator(list(texts), vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, min_frequency=1)
+    # Passed as "special" only so the trainer registers them first; the saved vocab.txt is a plain list, and
+    # BertTokenizerFast below treats them as ordinary pieces.
+    pinned = SPECIAL_TOKENS + continuation_tokens(texts, trainer)
+    trainer.train_from_iterator(texts, vocab_size=vocab_size, special_tokens=pinned, min_frequency=1)
     os.makedirs(out_dir, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         trainer.save_model(tmp)
