@@ -151,15 +151,21 @@ def test_homophone_sets_sound_the_same_in_espeak():
 
 def test_voices_exist_and_evaluation_voices_are_held_out():
     engine = speech.engine()
-    for accent, _ in voices.ACCENTS:
-        engine.check_voice(accent)
-    for pool in voices.VARIANT_POOLS.values():
-        for variant, sex in pool:
-            engine.check_voice(f"en-us+{variant}")
-            assert sex in ("M", "F")
-    train = {v for v, _ in voices.TRAIN_VARIANTS}
-    dev, test = {v for v, _ in voices.DEV_VARIANTS}, {v for v, _ in voices.TEST_VARIANTS}
-    assert not train & dev and not train & test and not dev & test
+    wide = voices.VOICE_SETS["wide"]
+    for name, voice_set in voices.VOICE_SETS.items():
+        for accent, _ in voice_set.accents:
+            engine.check_voice(accent)
+        for pool in voice_set.pools.values():
+            for variant, sex in pool:
+                engine.check_voice(f"en-us+{variant}")
+                assert sex in ("M", "F")
+        train, dev, test = ({v for v, _ in voice_set.pools[p]} for p in ("train", "dev", "test"))
+        assert train and dev and test, name
+        assert not train & dev and not train & test and not dev & test, name
+        # Every set is a selection from the wide one, so its held-out pools stay held out.
+        for pool, variants in voice_set.pools.items():
+            assert set(variants) <= set(wide.pools[pool]), (name, pool)
+        assert set(voice_set.accents) <= set(wide.accents), name
     with pytest.raises(speech.ESpeakError):
         engine.check_voice("en-us+no_such_variant")
     with pytest.raises(speech.ESpeakError):
@@ -279,7 +285,9 @@ def test_layout_matches_librispeech(tiny_corpus):
     assert lm and all(re.fullmatch(r"[A-Z' ]+", s) for s in lm)
     assert info["lm_text"]["words"] >= 20 * sum(s["words"] for s in info["sets"].values())
     # held-out voices: dev and test speakers use their own variant pools, never a training variant
-    pools = {name: {v for v, _ in voices.VARIANT_POOLS[pool]} for name, pool in
+    voice_set = voices.VOICE_SETS[TINY.voices]
+    assert {s["accent"] for spk in info["speakers"].values() for s in spk} <= {a for a, _ in voice_set.accents}
+    pools = {name: {v for v, _ in voice_set.pools[pool]} for name, pool in
              (("train-clean", "train"), ("dev-clean", "dev"), ("dev-other", "dev"), ("test-clean", "test"),
               ("test-other", "test"))}
     for name, pool in pools.items():
@@ -298,6 +306,8 @@ def test_rerun_is_a_noop_and_other_options_are_refused(tiny_corpus):
         make_corpus(str(root), TINY.replace(num_train=13), nj=1, progress=False)
     with pytest.raises(CorpusOptionsError, match="seed"):
         make_corpus(str(root), TINY.replace(seed=4), nj=1, progress=False)
+    with pytest.raises(CorpusOptionsError, match="voices: 'narrow' -> 'wide'"):
+        make_corpus(str(root), TINY.replace(voices="wide"), nj=1, progress=False)
     assert _files(root) == before
 
 
@@ -339,6 +349,10 @@ def test_cli(tmp_path):
     args = get_parser().parse_args(["--output_dir", "x", "--size", "smoke", "--num_train", "7", "--seed", "5"])
     config = config_from_args(args)
     assert config == PRESETS["smoke"].replace(num_train=7, seed=5)
+    wide = config_from_args(get_parser().parse_args(["--output_dir", "x", "--voices", "wide"]))
+    assert wide == PRESETS["default"].replace(voices="wide") and PRESETS["default"].voices == "narrow"
+    with pytest.raises(ValueError, match="voices must be one of"):
+        CorpusConfig(voices="everyone")
     out = tmp_path / "cli"
     main(["--output_dir", str(out), "--size", "smoke", "--num_train", "3", "--num_dev", "2", "--num_test", "2",
           "--train_utts_per_speaker", "3", "--eval_utts_per_speaker", "2", "--nj", "1", "--no_progress"])

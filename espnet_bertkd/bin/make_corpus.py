@@ -1,7 +1,8 @@
 """Generate the synthetic LibriSpeech-style corpus (eSpeak NG speech + LM text).
 
     python -m espnet_bertkd.bin.make_corpus --output_dir downloads/synth [--size smoke|default] [--seed 0] \
-        [--num_train N --num_dev N --num_test N --num_dev_other N --num_test_other N] [--lm_ratio 20] [--nj 2]
+        [--num_train N --num_dev N --num_test N --num_dev_other N --num_test_other N] [--lm_ratio 20] \
+        [--voices narrow|wide] [--nj 2]
 
 Writes <output_dir>/{train-clean,dev-clean,test-clean,...}/<speaker>/<chapter>/*.flac + *.trans.txt, SPEAKERS.TXT,
 lm_text.txt and corpus_info.json. Re-running with the same options is a no-op (and resumes an interrupted run);
@@ -15,6 +16,7 @@ from typing import List, Optional
 
 from espnet_bertkd.corpus import PRESETS, CorpusOptionsError, make_corpus
 from espnet_bertkd.corpus.config import CorpusConfig
+from espnet_bertkd.corpus.voices import VOICE_SETS
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -29,6 +31,8 @@ def get_parser() -> argparse.ArgumentParser:
                    help="share of open-class words kept out of the paired training text (default 0.1)")
     for name in ("train_utts_per_speaker", "eval_utts_per_speaker", "utts_per_chapter"):
         p.add_argument(f"--{name}", type=int, default=None)
+    p.add_argument("--voices", default=None, choices=sorted(VOICE_SETS),
+                   help="accents and voice variants to draw speakers from (default narrow; see corpus/voices.py)")
     p.add_argument("--nj", type=int, default=os.cpu_count() or 1, help="synthesis processes")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     p.add_argument("--log_level", default="INFO")

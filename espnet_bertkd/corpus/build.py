@@ -79,7 +79,8 @@ def plan_corpus(config: CorpusConfig, root: Path) -> CorpusPlan:
         if spec.name != "train-clean" and n_spk >= 1000:
             raise ValueError(f"{spec.name}: {n_spk} speakers do not fit the id range {base}..{base + 999}")
         spk_rng = random.Random(sub_seed(config.seed, "speakers", spec.name))
-        set_speakers = voices.plan_speakers(spk_rng, spec.voice_pool, n_spk, base, STYLES[spec.condition])
+        set_speakers = voices.plan_speakers(spk_rng, spec.voice_pool, n_spk, base, STYLES[spec.condition],
+                                            voices.VOICE_SETS[config.voices])
         speakers[spec.name] = set_speakers
         sentences = text.sets[spec.name]
         # Deal sentences to speakers in contiguous blocks of (almost) equal size, then cut chapters.

@@ -11,6 +11,8 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Dict, List, Mapping, Tuple
 
+from espnet_bertkd.corpus.voices import VOICE_SETS
+
 # Bump when a change to the grammar, voices or signal processing changes the output for the same options.
 GENERATOR_VERSION = 1
 
@@ -24,7 +26,7 @@ class SetSpec:
     name: str
     num_utts: int
     is_train: bool
-    voice_pool: str  # "train", "dev" or "test" (voices.VARIANT_POOLS)
+    voice_pool: str  # "train", "dev" or "test" (a pool of voices.VOICE_SETS[CorpusConfig.voices])
     condition: str  # "clean" or "other"
     utts_per_speaker: int
 
@@ -45,8 +47,11 @@ class CorpusConfig:
     train_utts_per_speaker: int = 60
     eval_utts_per_speaker: int = 20
     utts_per_chapter: int = 30
+    voices: str = "narrow"  # a key of voices.VOICE_SETS
 
     def __post_init__(self) -> None:
+        if self.voices not in VOICE_SETS:
+            raise ValueError(f"voices must be one of {sorted(VOICE_SETS)}, not {self.voices!r}")
         for f in ("num_train", "num_dev", "num_test", "num_dev_other", "num_test_other"):
             if getattr(self, f) < 0:
                 raise ValueError(f"{f} must be >= 0")

@@ -17,6 +17,7 @@ stage=1
 stop_stage=100
 nj=2                     # parallel jobs of stage 4 (teacher soft labels)
 inference_nj=2           # parallel jobs of stage 7 (decoding)
+train_nj=1               # systems trained at once in stage 6 (each gets cores/train_nj threads)
 ngpu=0
 corpus_root=             # a LibriSpeech-layout directory
 corpus_sets=             # its sets to prepare, e.g. "train-clean-100 dev-clean test-clean"
@@ -169,19 +170,34 @@ if stage_on 6; then
             --train_shape_file "${datadir}/${train_set}/wav.scp" --valid_shape_file "${datadir}/${valid_set}/wav.scp" \
             --output_dir "${asr_stats_dir}" > "${expdir}/asr_stats.log" 2>&1
     fi
+    # Each system's training command goes into ${expdir}/<system>/train.sh (re-run it by hand to retrain one
+    # system); --train_nj of them run at once, sharing the cores.
+    todo=()
     for system in ${systems}; do
         config=${asr_config_dir}/train_asr_${system}.yaml
-        log "Stage 6b: training ${system} (${config}) -> ${expdir}/${system}"
+        log "Stage 6b: training ${system} (${config}) -> ${expdir}/${system}, log ${expdir}/${system}.train.log"
         if [ -f "${expdir}/${system}/${asr_model}" ]; then log "skip: ${expdir}/${system}/${asr_model} exists"; continue; fi
         kd=false; grep -q '^ *teacher:' "${config}" && kd=true  # KD systems name a teacher in model_conf
         kd_opts=""; [ "${kd}" = true ] && kd_opts="--model_conf teacher.model=${teacher_dir}"
-        run ${python} -m espnet_bertkd.bin.asr_train ${common_asr_opts} --config "${config}" \
+        mkdir -p "${expdir}/${system}"
+        # echo $(...) joins the options onto one line (paths with spaces are not supported, as everywhere here)
+        { echo "#!/usr/bin/env bash"; echo "# Written by asr.sh stage 6; run it from $(pwd)."
+          echo exec ${python} -m espnet_bertkd.bin.asr_train ${common_asr_opts} --config "${config}" \
             --normalize_conf "stats_file=${asr_stats_dir}/train/feats_stats.npz" \
             $(asr_data_opts train "${train_set}" "${kd}") $(asr_data_opts valid "${valid_set}" "${kd}") \
             --train_shape_file "${asr_stats_dir}/train/speech_shape" --valid_shape_file "${asr_stats_dir}/valid/speech_shape" \
             --fold_length 80000 --resume true --seed "${seed}" --output_dir "${expdir}/${system}" ${kd_opts} ${asr_args} \
-            > "${expdir}/${system}.train.log" 2>&1
+            "> ${expdir}/${system}.train.log 2>&1"
+        } > "${expdir}/${system}/train.sh"
+        todo+=("${expdir}/${system}/train.sh")
     done
+    if [ ${#todo[@]} -gt 0 ]; then
+        mkdir -p "${expdir}/train_jobs"
+        printf '%s\n' "${todo[@]}" > "${expdir}/train_jobs/scripts.txt"
+        log "${#todo[@]} training job(s), ${train_nj} at a time: ${todo[*]}"
+        launch --nj ${#todo[@]} --max_parallel "${train_nj}" --log "${expdir}/train_jobs/train.JOB.log" -- \
+            "bash \$(sed -n JOBp ${expdir}/train_jobs/scripts.txt)"
+    fi
 fi
 
 decode_set() {  # $1 = output dir, $2 = data set, then the decoder's command (without --key_file/--output_dir)

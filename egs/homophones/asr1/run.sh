@@ -17,7 +17,7 @@ seed=0          # training seed (teacher, LM, ASR)
 corpus_seed=0   # the corpus stays the same across training seeds
 stage=0
 stop_stage=100
-nj=2
+nj=2            # parallel jobs: corpus synthesis, soft labels, decoding, and systems trained at once
 corpus=downloads/homophones
 systems="ctc aed final_aed_kd inter_aed_kd"
 extra=()
@@ -55,12 +55,13 @@ if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
 fi
 
 exec ../../TEMPLATE/asr1/asr.sh \
-    --stage "$(( stage > 1 ? stage : 1 ))" --stop_stage "${stop_stage}" --nj "${nj}" --seed "${seed}" \
+    --stage "$(( stage > 1 ? stage : 1 ))" --stop_stage "${stop_stage}" --seed "${seed}" \
+    --nj "${nj}" --train_nj "${nj}" --inference_nj "${nj}" \
     --corpus_root "${corpus}" --corpus_sets "train-clean dev-clean test-clean" \
     --lm_text "${corpus}/lm_text.txt" \
     --train_set train_clean --valid_set dev_clean --test_sets "dev_clean test_clean" \
     --token_type bpe --nbpe 300 --bpemode unigram \
     --teacher train --teacher_args "${teacher_args}" \
-    --systems "${systems}" --sf_systems ctc \
+    --systems "${systems}" --sf_systems ctc --sf_test_sets test_clean \
     --asr_args "${asr_args}" --lm_args "${lm_args}" \
     "${extra[@]}"
