@@ -194,3 +194,32 @@ def test_make_results_cli(exp, capsys):
     with pytest.raises(SystemExit) as e:
         results_cli.main(["--exp_dir", str(exp / "nothing")])
     assert "no <system>/decode_<decoding>/<test_set>/result.json found" in str(e.value.code)
+
+
+def test_homophone_errors_hand_checked(tmp_path):
+    from espnet_bertkd.eval.homophones import count_homophone_errors
+
+    # THEIR->THERE confused, KNIGHT correct, TWO->TEN other error, SEE deleted; BOOKS correct, RODE->ROAD confused,
+    # THE->A wrong; the inserted THERE has no reference word and is not counted.
+    ref = write(tmp_path / "ref", "u1 THEIR KNIGHT TWO BOOKS\nu2 THE RODE SEE\n")
+    hyp = write(tmp_path / "hyp", "u1 THERE KNIGHT TEN BOOKS THERE\nu2 A ROAD\n")
+    _, utts = score_texts(ref, hyp)
+    groups = [("THEIR", "THERE", "THEY'RE"), ("KNIGHT", "NIGHT"), ("TO", "TWO", "TOO"), ("ROAD", "RODE", "ROWED"),
+              ("SEA", "SEE")]
+    c = count_homophone_errors(utts, groups)
+    assert (c.homophones, c.homophones_correct, c.homophones_confused) == (5, 1, 2)
+    assert (c.others, c.others_correct, c.homophone_errors) == (2, 1, 4)
+    assert c.rate(c.homophones_confused, c.homophones) == 40.0
+
+
+def test_homophone_errors_cli(tmp_path, capsys):
+    from espnet_bertkd.bin import homophone_errors
+
+    ref = write(tmp_path / "ref", "u1 THEY PUT THEIR BOOKS OVER THERE\n")
+    write(tmp_path / "a" / "1best_recog" / "text", "u1 THEY PUT THERE BOOKS OVER THERE\n")
+    write(tmp_path / "b" / "1best_recog" / "text", "u1 THEY PUT THEIR BOOKS OVER THERE\n")
+    homophone_errors.main(["--ref", str(ref), str(tmp_path / "a"), str(tmp_path / "b")])
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert rows == [f"| {tmp_path / 'a'} | 2 | 50.0 | 50.0 | 100.0 |", f"| {tmp_path / 'b'} | 2 | 100.0 | 0.0 | 100.0 |"]
+    with pytest.raises(SystemExit, match="no such file"):
+        homophone_errors.main(["--ref", str(ref), str(tmp_path / "missing")])

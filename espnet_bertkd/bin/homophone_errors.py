@@ -1,0 +1,43 @@
+r"""Homophone errors of decodings: how many reference homophones each decoding got right, and how many it wrote as
+another word that sounds the same (the errors only context can fix), next to the accuracy on every other word.
+
+    python -m espnet_bertkd.bin.homophone_errors --ref data/test_clean/text \
+        exp/ctc/decode_greedy/test_clean exp/ctc/decode_beam_lm/test_clean exp/inter_aed_kd/decode_greedy/test_clean
+
+Reads each DECODE_DIR/1best_recog/text; the homophone groups are the embedded corpus' (espnet_bertkd.corpus).
+Prints a Markdown table, one row per decoding.
+"""
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from espnet_bertkd.corpus.lexicon import HOMOPHONE_SETS
+from espnet_bertkd.eval.homophones import count_homophone_errors
+from espnet_bertkd.eval.score import score_texts
+from espnet_bertkd.utils.fileio import DataError
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ref", required=True, help="reference Kaldi text (data/<set>/text)")
+    p.add_argument("decode_dirs", nargs="+", help="decoding directories holding 1best_recog/text")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = get_parser().parse_args(argv)
+    print("| decoding | homophones | correct (%) | confused within group (%) | other words correct (%) |")
+    print("|---|---:|---:|---:|---:|")
+    for decode_dir in args.decode_dirs:
+        try:
+            _, utts = score_texts(args.ref, Path(decode_dir) / "1best_recog" / "text")
+        except DataError as e:
+            sys.exit(f"homophone_errors: {e}")
+        c = count_homophone_errors(utts, HOMOPHONE_SETS)
+        print(f"| {decode_dir} | {c.homophones} | {c.rate(c.homophones_correct, c.homophones):.1f} | "
+              f"{c.rate(c.homophones_confused, c.homophones):.1f} | {c.rate(c.others_correct, c.others):.1f} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
