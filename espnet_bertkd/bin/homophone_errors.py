@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from espnet_bertkd.corpus.lexicon import HOMOPHONE_SETS
-from espnet_bertkd.eval.homophones import count_homophone_errors
+from espnet_bertkd.eval.homophones import count_homophone_errors, percent
 from espnet_bertkd.eval.score import score_texts
 from espnet_bertkd.utils.fileio import DataError
 
@@ -35,8 +35,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         except DataError as e:
             sys.exit(f"homophone_errors: {e}")
         c = count_homophone_errors(utts, HOMOPHONE_SETS)
-        print(f"| {decode_dir} | {c.homophones} | {c.rate(c.homophones_correct, c.homophones):.1f} | "
-              f"{c.rate(c.homophones_confused, c.homophones):.1f} | {c.rate(c.others_correct, c.others):.1f} |")
+        print(f"| {decode_dir} | {c.homophones} | {percent(c.homophones_correct, c.homophones):.1f} | "
+              f"{percent(c.homophones_confused, c.homophones):.1f} | {percent(c.others_correct, c.others):.1f} |")
 
 
 if __name__ == "__main__":

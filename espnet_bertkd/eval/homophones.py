@@ -24,12 +24,9 @@ class HomophoneCounts:
     others: int = 0
     others_correct: int = 0
 
-    @property
-    def homophone_errors(self) -> int:
-        return self.homophones - self.homophones_correct
 
-    def rate(self, part: int, whole: int) -> float:
-        return 100.0 * part / whole if whole else float("nan")
+def percent(part: int, whole: int) -> float:
+    return 100.0 * part / whole if whole else float("nan")
 
 
 def group_of(groups: Iterable[Sequence[str]]) -> Dict[str, frozenset]:
