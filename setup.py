@@ -1,12 +1,16 @@
 """Packaging for espnet-bertkd: BERT knowledge distillation into ESPnet CTC recognisers."""
 from setuptools import find_packages, setup
 
-# Versions known to install and import together on Python 3.11 (see ../shared/notes/espnet-internals.md):
-# espnet 202511 pins setuptools<74, which rules out torch>=2.13.
+# Two supported ESPnet releases, chosen by the Python version (ESPnet 202611 requires Python >= 3.12). The exact
+# versions tested together are pinned in tools/constraints/espnet<RELEASE>.txt, which tools/install.sh applies.
+# torch 2.11 is the one release both accept: 202511 pins setuptools<74 (torch>=2.13 needs setuptools>=77), and
+# 202611 excludes torch 2.12.0/2.12.1 and requires torchaudio<2.12.
 install_requires = [
-    "espnet==202511",
+    "espnet==202611; python_version>='3.12'",
+    "espnet==202511; python_version<'3.12'",
     "torch==2.11.0",
     "torchaudio==2.11.0",
+    "editdistance>=0.6",  # ESPnet's CER/WER reports during training import it; 202611 no longer installs it
     "transformers>=4.46",
     "tokenizers>=0.20",
     "sentencepiece>=0.2.0",
@@ -23,12 +27,12 @@ install_requires = [
 
 setup(
     name="espnet-bertkd",
-    version="0.1.0",
+    version="0.2.0",
     description="Distil a masked-LM teacher into an ESPnet CTC recogniser through attention decoders "
     "attached at chosen encoder layers",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.10,<3.12",
+    python_requires=">=3.10,<3.14",
     packages=find_packages(include=["espnet_bertkd", "espnet_bertkd.*"]),
     install_requires=install_requires,
     extras_require={"test": ["pytest>=7"]},

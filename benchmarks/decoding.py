@@ -2,6 +2,12 @@
 
     python benchmarks/decoding.py [--asr_train_config C --asr_model_file M --lm_train_config LC --lm_file LM
                                    --wav_scp data/test/wav.scp] [--utterances 24] [--slow_utterances 6]
+                                  [--beam_batch_size 16]
+
+Each ESPnet search runs one utterance at a time and, where the installed ESPnet has it (202611's
+`Speech2Text.batch_decode`), also as one batched beam search over --beam_batch_size utterances, so greedy is
+compared with the fastest search ESPnet offers; the batched rows also say how many hypotheses equal the
+one-at-a-time search's.
 
 Without a trained model it builds random-weight ones through ESPnet's parsers (a 12-block x 256 conformer CTC model
 and a 4-layer Transformer LM over a 500-token vocabulary) and random 3-12 s waveforms: speed does not need accuracy,
@@ -91,10 +97,14 @@ def main() -> None:
     p.add_argument("--beams", default="10,20")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--vocab", type=int, default=500)
+    p.add_argument("--beam_batch_size", type=int, default=16,
+                   help="utterances per batched beam search (ESPnet 202611 and later; 0: one at a time only)")
     args = p.parse_args()
 
     from espnet2.bin.asr_inference import Speech2Text
     from espnet2.tasks.asr import ASRTask
+
+    from espnet_bertkd.compat import espnet_version, speech2text_decodes_batches
 
     tmp = Path(tempfile.mkdtemp())
     if args.asr_train_config is None:
@@ -140,25 +150,42 @@ def main() -> None:
     configs = [("ESPnet asr_inference CTC beam 1", 1, 0.0)]
     configs += [(f"ESPnet beam {b} + LM shallow fusion (w={args.lm_weight})", int(b), args.lm_weight)
                 for b in args.beams.split(",")]
+    batch_sizes = [1] + ([args.beam_batch_size] if args.beam_batch_size > 1 and speech2text_decodes_batches() else [])
     for name, beam, weight in configs:
-        s2t = Speech2Text(asr_train_config=args.asr_train_config, asr_model_file=args.asr_model_file,
-                          lm_train_config=args.lm_train_config if weight > 0 else None,
-                          lm_file=args.lm_file if weight > 0 else None, lm_weight=weight, ctc_weight=1.0,
-                          beam_size=beam, device="cpu", nbest=1)
+        one_at_a_time: List[str] = []
+        for batch_size in batch_sizes:
+            s2t = Speech2Text(asr_train_config=args.asr_train_config, asr_model_file=args.asr_model_file,
+                              lm_train_config=args.lm_train_config if weight > 0 else None,
+                              lm_file=args.lm_file if weight > 0 else None, lm_weight=weight, ctc_weight=1.0,
+                              beam_size=beam, device="cpu", nbest=1, batch_size=batch_size)
+            hyps: List[str] = []
 
-        def run() -> None:
-            for w in slow.values():
-                s2t(w)
+            def run() -> None:
+                hyps.clear()
+                waves_ = list(slow.values())
+                if batch_size == 1:
+                    hyps.extend(s2t(w)[0][0] for w in waves_)
+                else:
+                    for i in range(0, len(waves_), batch_size):
+                        hyps.extend(nbest[0][0] for nbest in s2t.batch_decode(waves_[i : i + batch_size]))
 
-        rows.append((name, timed(run, 1), slow_audio))
+            seconds = timed(run, 1)
+            if batch_size == 1:
+                one_at_a_time = list(hyps)
+                rows.append((f"{name}, one at a time", seconds, slow_audio))
+            else:
+                same = sum(a == b for a, b in zip(hyps, one_at_a_time))
+                rows.append((f"{name}, batched x{batch_size} ({same}/{len(hyps)} hyps same)", seconds, slow_audio))
 
     print(f"models: {origin}; {len(waves)} utterances, {audio:.1f} s of audio ({args.slow_utterances} utterances, "
-          f"{slow_audio:.1f} s for the ESPnet decoders); torch threads {torch.get_num_threads()}, CPU")
+          f"{slow_audio:.1f} s for the ESPnet decoders); ESPnet {espnet_version()}, torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}, CPU")
     greedy_rtf = rows[0][1] / rows[0][2]
-    print(f"{'decoder':52s} {'seconds':>8s} {'RTF':>8s} {'x slower than greedy':>21s}")
+    width = max(len(name) for name, _, _ in rows)
+    print(f"{'decoder':{width}s} {'seconds':>8s} {'RTF':>8s} {'x slower than greedy':>21s}")
     for name, seconds, secs_audio in rows:
         rtf = seconds / secs_audio
-        print(f"{name:52s} {seconds:8.2f} {rtf:8.4f} {rtf / greedy_rtf:21.1f}")
+        print(f"{name:{width}s} {seconds:8.2f} {rtf:8.4f} {rtf / greedy_rtf:21.1f}")
 
 
 if __name__ == "__main__":

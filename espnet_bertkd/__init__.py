@@ -8,14 +8,14 @@ for it, while every process that does (training, decoding, DDP workers, `build_m
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
-import importlib.abc
-import importlib.machinery
 import sys
-from types import ModuleType
-from typing import Optional, Sequence
+from typing import Iterator
 
-__version__ = "0.1.0"
+from espnet_bertkd.compat import NOISY_MODULES, install_import_hook, quiet_import
+
+__version__ = "0.2.0"
 __all__ = ["register", "__version__"]
 
 _ESPNET_ASR_TASK = "espnet2.tasks.asr"
@@ -28,35 +28,18 @@ def register() -> None:
     register_in_asr_task()
 
 
-class _RegisteringLoader(importlib.abc.Loader):
-    """Runs ESPnet's own loader for espnet2.tasks.asr, then registers the plugin in the finished module."""
-
-    def __init__(self, inner: importlib.abc.Loader) -> None:
-        self.inner = inner
-
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> Optional[ModuleType]:
-        return self.inner.create_module(spec)
-
-    def exec_module(self, module: ModuleType) -> None:
-        self.inner.exec_module(module)
-        # Importing our task module registers the plugin; if that import is what brought ESPnet's task module in,
-        # it is half-done here, gets returned as it is, and registers at its own end.
-        importlib.import_module("espnet_bertkd.tasks.asr")
+@contextlib.contextmanager
+def _register_after() -> Iterator[None]:
+    """ESPnet's own loader runs espnet2.tasks.asr, then the plugin registers in the finished module."""
+    yield
+    # Importing our task module registers the plugin; if that import is what brought ESPnet's task module in,
+    # it is half-done here, gets returned as it is, and registers at its own end.
+    importlib.import_module("espnet_bertkd.tasks.asr")
 
 
-class _RegisterAfterImport(importlib.abc.MetaPathFinder):
-    """Finds espnet2.tasks.asr like Python would and hands it back with the registering loader."""
-
-    def find_spec(self, fullname: str, path: Optional[Sequence[str]], target: Optional[ModuleType] = None):
-        if fullname != _ESPNET_ASR_TASK:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is not None and spec.loader is not None:
-            spec.loader = _RegisteringLoader(spec.loader)
-        return spec
-
-
+# ESPnet's import noise (Flash-Attention notice, offline nltk errors) is filtered out of the modules that print it.
+install_import_hook({name: quiet_import for name in NOISY_MODULES})
 if _ESPNET_ASR_TASK in sys.modules:
     importlib.import_module("espnet_bertkd.tasks.asr")
-elif not any(isinstance(f, _RegisterAfterImport) for f in sys.meta_path):
-    sys.meta_path.insert(0, _RegisterAfterImport())
+else:
+    install_import_hook({_ESPNET_ASR_TASK: _register_after})

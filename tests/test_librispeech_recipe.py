@@ -238,7 +238,10 @@ def test_systems_differ_only_in_the_method(corpus):
     assert (enc["num_blocks"], enc["cnn_module_kernel"], enc["rel_pos_type"], enc["macaron_style"]) == (
         12, 31, "latest", True)
     assert base["max_epoch"] == {"librispeech": 50, "librispeech_100": 70}[corpus]
-    assert base["batch_type"] == "numel" and base["normalize"] == "global_mvn" and base["specaug"] == "specaug"
+    assert base["batch_type"] == "numel" and base["specaug"] == "specaug"
+    # ESPnet's convention: asr.sh adds --normalize global_mvn with the stats file (a config that names global_mvn
+    # itself breaks stage 10 of ESPnet's own asr.sh)
+    assert "normalize" not in base
 
 
 @pytest.fixture
@@ -271,7 +274,7 @@ def parse_asr_config(corpus, system, token_list, stats_file, teacher_dir) -> arg
     from espnet2.tasks.asr import ASRTask
 
     argv = ["--config", str(REPO / "conf" / corpus / f"train_asr_{system}.yaml"), "--token_list", str(token_list),
-            "--normalize_conf", f"stats_file={stats_file}"]
+            "--normalize", "global_mvn", "--normalize_conf", f"stats_file={stats_file}"]  # as asr.sh passes them
     if system in DECODER_SYSTEMS:  # as asr.sh passes --teacher: the tiny local teacher stands in for bert-base
         argv += ["--model_conf", f"teacher.model={teacher_dir}"]
     return ASRTask.get_parser().parse_args(argv)

@@ -168,7 +168,7 @@ def test_alpha_outside_unit_interval_raises(alpha):
 @pytest.mark.parametrize("smoothing,normalize_length", [(0.0, False), (0.1, False), (0.2, True)])
 def test_closed_form_ce_equals_espnet_label_smoothing_loss(smoothing, normalize_length):
     """The closed-form CE term has exactly the value (and gradient) of ESPnet's LabelSmoothingLoss."""
-    from espnet.nets.pytorch_backend.transformer.label_smoothing_loss import LabelSmoothingLoss
+    from espnet_bertkd.compat import LabelSmoothingLoss
 
     torch.manual_seed(3)
     logits = torch.randn(3, 5, 11, requires_grad=True)

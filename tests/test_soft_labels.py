@@ -16,12 +16,12 @@ from espnet_bertkd.kd.online import OnlineSoftLabels, token_text_mode, tokens_to
 from espnet_bertkd.kd.soft_labels import (
     KD_PROB,
     KD_TOKEN,
+    MAX_TOKEN_ID,
     batch_targets,
     check_meta,
     collate_arrays,
     pack,
     read_meta,
-    token_dtype,
     unpack,
     write_meta,
 )
@@ -42,17 +42,15 @@ def labels(n: int, k: int, vocab: int, seed: int = 0) -> SoftLabels:
 # pack / unpack
 
 
-@pytest.mark.parametrize("vocab,dtype", [(120, np.int16), (30522, np.int16), (32768, np.int16), (32769, np.int32),
-                                         (250002, np.int32)])
-def test_pack_unpack_round_trip(vocab, dtype):
+@pytest.mark.parametrize("vocab", [120, 30522, 32769, 250002, MAX_TOKEN_ID])
+def test_pack_unpack_round_trip(vocab):
     lab = labels(7, 5, vocab)
-    # the extreme ids survive the narrow dtype
+    # the extreme ids survive float32 storage
     lab.topk_ids[0, 0] = vocab - 1
     lab.token_ids[1] = vocab - 1
     tokens, probs = pack(lab, vocab)
-    assert token_dtype(vocab) == dtype
-    assert tokens.dtype == dtype and tokens.shape == (7, 6)
-    assert probs.dtype == np.float16 and probs.shape == (7, 5)
+    assert tokens.dtype == np.float32 and tokens.shape == (7, 6)
+    assert probs.dtype == np.float32 and probs.shape == (7, 5)
     np.testing.assert_array_equal(tokens[:, 0], lab.token_ids)
     np.testing.assert_array_equal(tokens[:, 1:], lab.topk_ids)
     back = unpack(tokens, probs)
@@ -60,7 +58,20 @@ def test_pack_unpack_round_trip(vocab, dtype):
     assert back.topk_probs.dtype == np.float32
     np.testing.assert_array_equal(back.token_ids, lab.token_ids)
     np.testing.assert_array_equal(back.topk_ids, lab.topk_ids)
-    np.testing.assert_allclose(back.topk_probs, lab.topk_probs, atol=1e-3, rtol=0)
+    np.testing.assert_array_equal(back.topk_probs, lab.topk_probs.astype(np.float32))
+
+
+def test_pack_refuses_vocabularies_float32_cannot_hold():
+    with pytest.raises(ValueError, match="float32"):
+        pack(labels(2, 3, 10), MAX_TOKEN_ID + 1)
+
+
+def test_soft_labels_of_the_old_numpy_storage_are_refused(tmp_path):
+    """kd_meta.json without "storage" came from espnet-bertkd 0.1 (numpy arrays in the ark, which ESPnet 202611
+    cannot read): the preflight asks for re-extraction instead of ESPnet failing on the first batch."""
+    write_meta(tmp_path, {"teacher": "t", "vocab_size": 120, "topk": 3, "temperature": 1.0})
+    with pytest.raises(ValueError, match="storage=.numpy-in-ark.*re-extract"):
+        check_meta(tmp_path, {"vocab_size": 120, "topk": 3, "storage": "kaldi-float32-matrix"})
 
 
 def test_pack_empty_utterance():
@@ -200,7 +211,7 @@ def test_online_equals_cached(tmp_path, teacher_dir, texts):
     tok = kaldiio.load_scp(str(out / f"{KD_TOKEN}.scp"))
     prob = kaldiio.load_scp(str(out / f"{KD_PROB}.scp"))
     assert list(tok.keys()) == utts and list(prob.keys()) == utts
-    assert tok[utts[0]].dtype == np.int16 and prob[utts[0]].dtype == np.float16
+    assert tok[utts[0]].dtype == np.float32 and prob[utts[0]].dtype == np.float32
     cached = collate_arrays([(tok[u], prob[u]) for u in utts])
 
     online = OnlineSoftLabels(TeacherConfig(model=teacher_dir, mode="online", topk=TOPK), TOKENS, "<space>")

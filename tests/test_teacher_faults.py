@@ -225,7 +225,7 @@ def test_cached_ids_beyond_the_decoder_vocabulary_name_utterance_and_id(teacher_
 
 def test_negative_topk_id_is_named(teacher_dir):
     b = soft_label_kwargs(teacher_dir, TEXTS[:2])
-    b[KD_TOKEN][1, 0, 2] = -7  # e.g. an int16 overflow of a writer that ignored token_dtype
+    b[KD_TOKEN][1, 0, 2] = -7  # e.g. a writer that overflowed a narrow integer type
     with pytest.raises(ValueError, match=r"'b' hold token id -7"):
         batch_targets(b[KD_TOKEN], b[f"{KD_TOKEN}_lengths"], b[KD_PROB], ["a", "b"], 120, TOPK)
 
@@ -478,8 +478,8 @@ def test_bf16_teacher_stored_probabilities_sum_to_one(bf16_labels):
     utts, got = bf16_labels
     for u in utts:
         probs = got[u][1]
-        assert probs.dtype == np.float16 and probs.shape[1] == 8
-        np.testing.assert_allclose(probs.astype(np.float64).sum(-1), 1.0, atol=1e-3, rtol=0)
+        assert probs.dtype == np.float32 and probs.shape[1] == 8
+        np.testing.assert_allclose(probs.astype(np.float64).sum(-1), 1.0, atol=1e-5, rtol=0)
 
 
 def test_bf16_teacher_used_probabilities_renormalised_in_fp32(bf16_labels):
@@ -488,7 +488,6 @@ def test_bf16_teacher_used_probabilities_renormalised_in_fp32(bf16_labels):
     raw = loaded[KD_PROB].sum(-1)
     lengths = loaded[f"{KD_TOKEN}_lengths"]
     valid = torch.arange(raw.size(1))[None, :] < lengths[:, None]
-    assert ((raw - 1).abs()[valid] > 1e-6).any()  # float16 storage really is off: renormalising is needed
     targets = batch_targets(loaded[KD_TOKEN], lengths, loaded[KD_PROB], utts, None, 8)
     assert targets.topk_probs.dtype == torch.float32
     sums = targets.topk_probs.sum(-1)

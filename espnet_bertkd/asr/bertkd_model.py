@@ -17,11 +17,10 @@ import logging
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from espnet.nets.pytorch_backend.nets_utils import th_accuracy
-from espnet.nets.pytorch_backend.transformer.add_sos_eos import add_sos_eos
 from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.torch_utils.device_funcs import force_gatherable
 
+from espnet_bertkd.compat import add_sos_eos, th_accuracy, without_decoder_none_warning
 from espnet_bertkd.kd.config import EncoderShape, check_kd_conf
 from espnet_bertkd.kd.loss import KDDecoderLoss
 from espnet_bertkd.kd.online import OnlineSoftLabels
@@ -64,7 +63,10 @@ class ESPnetBertKDModel(ESPnetASRModel):
         if kd_layers and espnet_conf["decoder"] is None:
             # ESPnet insists on a decoder when ctc_weight < 1; ours are the KD decoders, built below.
             espnet_conf["ctc_weight"] = 1.0
-        super().__init__(**espnet_conf)
+            with without_decoder_none_warning():
+                super().__init__(**espnet_conf)
+        else:
+            super().__init__(**espnet_conf)
         self.ctc_weight = ctc_weight
 
         if self.use_transducer_decoder or self.use_linear_decoder:

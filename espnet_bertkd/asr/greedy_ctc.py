@@ -7,7 +7,8 @@ batch; repeats are collapsed and blanks dropped on the whole batch at once.
 Padding must not change any output, so the places where ESPnet's batched computation depends on padding are made
 exact: the front-end runs per utterance (the STFT's centre padding reflects at the padded end of a batch), the
 subsampled padding mask is rebuilt from each utterance's own length, and every time-convolution in the encoder
-(conformer and E-Branchformer convolution modules) sees zeros beyond each utterance's end, as it does alone.
+(conformer and E-Branchformer convolution modules) sees zeros beyond each utterance's end, as it does alone
+(ESPnet 202611 zeroes them itself; 202511 does not, see espnet_bertkd.compat).
 The one case that stays padding-dependent is ESPnet's legacy relative position encoding (`rel_pos_type: legacy`),
 whose relative shift depends on the padded length; a warning says so.
 """

@@ -6,7 +6,7 @@ import contextlib
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Sequence
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
 from espnet_bertkd.utils.fileio import atomic_write_text
 
@@ -33,6 +33,8 @@ def merge_speed(records: Sequence[Dict]) -> Dict:
     extra = {k: v for k, v in records[0].items() if k not in merged}
     if "batches" in extra:
         extra["batches"] = sum(r.get("batches", 0) for r in records)
+    if "largest_batch" in extra:
+        extra["largest_batch"] = max(r.get("largest_batch", 0) for r in records)
     return {**merged, **extra, "jobs": len(records)}
 
 
@@ -65,29 +67,55 @@ def speech2text_params(speech2text: Any) -> int:
     return count_parameters(modules)
 
 
+def _audio_samples(speech: Any, speech_lengths: Any = None) -> Tuple[int, int]:
+    """(utterances, samples) of what Speech2Text was given: one waveform, a list of them, or a padded batch."""
+    if isinstance(speech, (list, tuple)):
+        return len(speech), sum(int(len(w)) for w in speech)
+    if speech_lengths is not None:
+        return len(speech_lengths), int(sum(int(n) for n in speech_lengths))
+    return 1, int(speech.shape[0])
+
+
 @contextlib.contextmanager
 def timed_speech2text(output_dir: str, fs: int = 16000) -> Iterator[None]:
-    """Time every call of ESPnet's Speech2Text (one utterance each) while ESPnet's asr_inference runs, and write
-    OUTPUT_DIR/speed.json afterwards. Model loading, data loading and file writing are outside the calls."""
+    """Time ESPnet's Speech2Text while ESPnet's asr_inference runs, and write OUTPUT_DIR/speed.json afterwards.
+
+    Both entry points are timed: `__call__` (one utterance, or a list) and, where the installed ESPnet has it,
+    `batch_decode` (a padded batch, `--batch_size > 1`). Only the outermost call counts, since each may call the
+    other. Model loading, data loading and file writing are outside the calls."""
     from espnet2.bin.asr_inference import Speech2Text
 
-    original = Speech2Text.__call__
-    totals = {"utterances": 0, "compute": 0.0, "samples": 0, "params": None}
+    totals = {"utterances": 0, "compute": 0.0, "samples": 0, "params": None, "depth": 0, "largest_batch": 0}
+    originals = {name: getattr(Speech2Text, name) for name in ("__call__", "batch_decode") if hasattr(Speech2Text, name)}
 
-    def timed(self, speech, *args, **kwargs):
-        start = time.perf_counter()
-        result = original(self, speech, *args, **kwargs)
-        totals["compute"] += time.perf_counter() - start
-        totals["utterances"] += 1
-        totals["samples"] += int(speech.shape[0])
-        if totals["params"] is None:
-            totals["params"] = speech2text_params(self)
-        return result
+    def timing(original):
+        def timed(self, speech, *args, **kwargs):
+            if totals["depth"]:
+                return original(self, speech, *args, **kwargs)
+            totals["depth"] += 1
+            start = time.perf_counter()
+            try:
+                result = original(self, speech, *args, **kwargs)
+            finally:
+                totals["depth"] -= 1
+            totals["compute"] += time.perf_counter() - start
+            utterances, samples = _audio_samples(speech, kwargs.get("speech_lengths", args[0] if args else None))
+            totals["utterances"] += utterances
+            totals["samples"] += samples
+            totals["largest_batch"] = max(totals["largest_batch"], utterances)
+            if totals["params"] is None:
+                totals["params"] = speech2text_params(self)
+            return result
 
-    Speech2Text.__call__ = timed
+        return timed
+
+    for name, original in originals.items():
+        setattr(Speech2Text, name, timing(original))
     try:
         yield
     finally:
-        Speech2Text.__call__ = original
+        for name, original in originals.items():
+            setattr(Speech2Text, name, original)
     write_speed(output_dir, speed_record(totals["utterances"], totals["compute"], totals["samples"] / fs,
-                                         decoder="espnet2.bin.asr_inference", inference_params=totals["params"]))
+                                         decoder="espnet2.bin.asr_inference", inference_params=totals["params"],
+                                         largest_batch=totals["largest_batch"]))

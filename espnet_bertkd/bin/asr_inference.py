@@ -1,8 +1,12 @@
-"""ESPnet's `espnet2.bin.asr_inference` with the plugin registered (same arguments).
+"""ESPnet's `espnet2.bin.asr_inference` with the plugin registered (same arguments, plus `--batch_size auto`).
 
 The ASR model file must match its config key for key (ESPnet alone loads it non-strictly and silently).
 It also writes OUTPUT_DIR/speed.json (time inside ESPnet's Speech2Text calls, audio seconds, RTF, utt/s), so beam
 search rows in RESULTS.md are timed like the greedy decoder's.
+
+`--batch_size auto` decodes AUTO_BATCH_SIZE utterances in one batched beam search where the installed ESPnet can
+(202611's `Speech2Text.batch_decode`), and one at a time where it cannot (202511 refuses `--batch_size > 1`), so
+one recipe config gets the fastest search that each release offers.
 """
 import sys
 from typing import List, Optional
@@ -11,11 +15,34 @@ import espnet_bertkd  # noqa: F401  (registers model: bertkd once ESPnet's ASR t
 from espnet_bertkd.asr.checkpoint import strict_model_loading
 from espnet_bertkd.asr.speed import timed_speech2text
 
+AUTO_BATCH_SIZE = 16
+
+
+def resolve_batch_size(argv: List[str], decodes_batches: bool) -> List[str]:
+    """`--batch_size auto` (or `--batch_size=auto`) -> AUTO_BATCH_SIZE, or 1 without batched beam search."""
+    value = str(AUTO_BATCH_SIZE if decodes_batches else 1)
+    out: List[str] = []
+    for i, arg in enumerate(argv):
+        if arg == "auto" and i > 0 and argv[i - 1] == "--batch_size":
+            out.append(value)
+        elif arg == "--batch_size=auto":
+            out.append(f"--batch_size={value}")
+        else:
+            out.append(arg)
+    return out
+
 
 def main(argv: Optional[List[str]] = None) -> None:
     from espnet2.bin import asr_inference
 
-    argv = sys.argv[1:] if argv is None else argv
+    from espnet_bertkd.compat import espnet_version, speech2text_decodes_batches
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "auto" in argv or "--batch_size=auto" in argv:
+        batched = speech2text_decodes_batches()
+        argv = resolve_batch_size(argv, batched)
+        print(f"asr_inference: --batch_size auto = {AUTO_BATCH_SIZE if batched else 1} on ESPnet {espnet_version()}",
+              file=sys.stderr)  # before ESPnet configures logging
     args = asr_inference.get_parser().parse_args(argv)
     with strict_model_loading(), timed_speech2text(args.output_dir):
         asr_inference.main(argv)

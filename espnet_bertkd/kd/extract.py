@@ -18,10 +18,10 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import kaldiio
 import numpy as np
-from tqdm import tqdm
 
-from espnet_bertkd.kd.soft_labels import KD_DATA_NAMES, KD_PROB, KD_TOKEN, pack, read_meta, write_meta
+from espnet_bertkd.kd.soft_labels import KD_DATA_NAMES, KD_PROB, KD_TOKEN, STORAGE, pack, read_meta, write_meta
 from espnet_bertkd.kd.teacher import MaskedLMTeacher, SoftLabels, TeacherConfig, log_teacher
+from espnet_bertkd.utils.progress import Progress
 
 
 def read_text(path: str) -> List[Tuple[str, str]]:
@@ -110,7 +110,7 @@ def run_job(
     todo = [(c, r) for c, r in chunks if not all(chunk_paths(out_dir, nj, job, c, n)[1].exists() for n in KD_DATA_NAMES)]
     if len(todo) < len(chunks):
         logging.info("job %d/%d: %d of %d chunks already done", job, nj, len(chunks) - len(todo), len(chunks))
-    bar = tqdm(total=sum(len(r) for _, r in todo), desc=f"soft labels job {job}/{nj}", unit="utt", disable=None)
+    bar = Progress(sum(len(r) for _, r in todo), f"soft labels job {job}/{nj}", unit="utt")
     for c, r in todo:
         labels = teacher.soft_labels(
             [pairs[i][1] for i in r], [contexts[0][i] for i in r], [contexts[1][i] for i in r]
@@ -125,7 +125,7 @@ def run_job(
             ark, scp = chunk_paths(out_dir, nj, job, c, name)
             ark.parent.mkdir(parents=True, exist_ok=True)
             tmp_scp = scp.with_suffix(f".scp.tmp{os.getpid()}")
-            kaldiio.save_ark(str(ark), arrays[name], scp=str(tmp_scp), write_function="numpy")
+            kaldiio.save_ark(str(ark), arrays[name], scp=str(tmp_scp))  # Kaldi float32 matrices
             os.replace(tmp_scp, scp)  # the scp marks the chunk complete
         scored += len(r)
         bar.update(len(r))
@@ -171,7 +171,7 @@ def extract(
     pairs = read_text(text)
     teacher = MaskedLMTeacher(config, device=device)
     log_teacher(teacher)
-    meta = {**teacher.metadata(), "dtype": config.dtype, "max_length": config.max_length,
+    meta = {**teacher.metadata(), "storage": STORAGE, "dtype": config.dtype, "max_length": config.max_length,
             "context_utterances": context_utterances, "text": os.path.abspath(text),
             "num_utterances": len(pairs), "nj": nj, "chunk_size": chunk_size}
     previous = read_meta(out)

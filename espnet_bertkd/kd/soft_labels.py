@@ -1,12 +1,16 @@
 """How soft labels travel from the teacher to the model: the same compact arrays in both teacher modes.
 
-Per utterance there are two arrays; in cached mode they are stored in kaldiio ark/scp files and ESPnet's data loader
+Per utterance there are two arrays; in cached mode they are stored in Kaldi ark/scp files and ESPnet's data loader
 feeds them to the model as the named inputs `kd_token` and `kd_prob` (declare them with
 `--train_data_path_and_name_and_type DIR/kd_token.scp,kd_token,kaldi_ark` and likewise for `kd_prob`):
 
-- `kd_token`: (N, 1 + k), int16 (int32 for vocabularies over 32767 tokens): column 0 is the teacher token w_i of the
-  transcript, columns 1..k the ids of its top-k distribution.
-- `kd_prob`: (N, k), float16: q_i on those ids.
+- `kd_token`: (N, 1 + k): column 0 is the teacher token w_i of the transcript, columns 1..k the ids of its top-k
+  distribution (integers below 2**24, exact in float32).
+- `kd_prob`: (N, k): q_i on those ids.
+
+Both are stored as Kaldi float32 matrices (`STORAGE`), the one matrix type that ESPnet's `kaldi_ark` loader reads in
+every supported release: 202511 reads arks with kaldiio (which also took numpy arrays inside an ark, the format of
+earlier versions of this plugin), 202611 with omniio, which reads Kaldi's own types only.
 
 Online mode packs the teacher's output into the same arrays, so both modes give the model identical targets.
 """
@@ -30,17 +34,18 @@ KD_TOKEN = "kd_token"
 KD_PROB = "kd_prob"
 KD_DATA_NAMES = (KD_TOKEN, KD_PROB)
 META_FILE = "kd_meta.json"
-
-
-def token_dtype(vocab_size: int) -> np.dtype:
-    return np.dtype(np.int16) if vocab_size <= np.iinfo(np.int16).max + 1 else np.dtype(np.int32)
+STORAGE = "kaldi-float32-matrix"  # kd_meta.json's "storage": how the arrays are stored (see the module docstring)
+# What a kd_meta.json without "storage" means: written by espnet-bertkd 0.1, numpy arrays inside the ark.
+LEGACY_STORAGE = "numpy-in-ark (espnet-bertkd 0.1)"
+MAX_TOKEN_ID = 2**24  # float32 holds every integer below it exactly
 
 
 def pack(labels: SoftLabels, vocab_size: int) -> Tuple[np.ndarray, np.ndarray]:
-    """SoftLabels -> (kd_token, kd_prob) arrays in their stored dtypes."""
-    dtype = token_dtype(vocab_size)
-    tokens = np.concatenate([labels.token_ids[:, None], labels.topk_ids], axis=1).astype(dtype)
-    return tokens, labels.topk_probs.astype(np.float16)
+    """SoftLabels -> (kd_token, kd_prob) float32 arrays, as they are stored."""
+    if vocab_size > MAX_TOKEN_ID:
+        raise ValueError(f"a teacher vocabulary of {vocab_size} tokens does not fit float32 storage (< {MAX_TOKEN_ID})")
+    tokens = np.concatenate([labels.token_ids[:, None], labels.topk_ids], axis=1).astype(np.float32)
+    return tokens, labels.topk_probs.astype(np.float32)
 
 
 def unpack(tokens: np.ndarray, probs: np.ndarray) -> SoftLabels:
@@ -68,8 +73,9 @@ def batch_targets(
 ) -> KDTargets:
     """Loader tensors (padded by ESPnet's collate function) -> KDTargets, validated against the model.
 
-    Stored probabilities are float16, so each row is renormalised in float32; a row that cannot be (all zero, NaN) or
-    a token outside the decoder's vocabulary is reported with its utterance id.
+    Each probability row is renormalised in float32 (a half-precision teacher leaves rows that sum to 1 only within
+    ~1e-3); a row that cannot be (all zero, NaN) or a token outside the decoder's vocabulary is reported with its
+    utterance id.
     """
     batch, length = kd_token.shape[:2]
     k = kd_token.size(-1) - 1 if kd_token.dim() == 3 else -1
@@ -90,7 +96,6 @@ def batch_targets(
     if vocab_size is not None:
         _check_ids(tokens, ids, valid, vocab_size, utt_ids)
     sums = _checked_sums(probs, valid, utt_ids)
-    # float16 storage (and a half-precision teacher) leave rows that sum to 1 only within ~1e-3: renormalise in fp32
     probs = probs / sums.clamp_min(1e-12)[..., None]
     return KDTargets(tokens, kd_token_lengths.long(), ids, probs)
 
@@ -190,7 +195,7 @@ def check_meta(directory: os.PathLike, expected: Mapping[str, Any]) -> None:
     if meta is None:
         logging.warning("%s is missing: cannot check which teacher wrote the soft labels in %s", path, directory)
         return
-    diffs = meta_mismatches(meta, expected)
+    diffs = meta_mismatches({"storage": LEGACY_STORAGE, **meta}, expected)
     if diffs:
         stored = ", ".join(f"{k}={a!r}" for k, a, _ in diffs)
         wanted = ", ".join(f"{k}={b!r}" for k, _, b in diffs)

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
-from tqdm import tqdm
 
 from espnet_bertkd.kd.build_teacher import build_bert
+from espnet_bertkd.utils.progress import Progress
 
 
 @dataclass
@@ -104,7 +104,7 @@ def train_masked_lm(text: str, output_dir: str, options: TeacherTraining, init: 
     )
     rng = random.Random(options.seed)
     losses = []
-    bar = tqdm(total=total, desc="teacher MLM", unit="step", disable=None)
+    bar = Progress(total, "teacher MLM", unit="step")
     for epoch in range(options.epochs):
         model.train()
         order = list(range(len(encoded)))
@@ -119,7 +119,7 @@ def train_masked_lm(text: str, output_dir: str, options: TeacherTraining, init: 
             optimizer.step()
             schedule.step()
             epoch_loss += loss.item()
-            bar.update(1)
+            bar.update(1, note=f"epoch {epoch + 1}/{options.epochs}, loss {loss.item():.3f}")
         losses.append(epoch_loss / steps_per_epoch)
         logging.info("teacher epoch %d/%d: MLM loss %.3f", epoch + 1, options.epochs, losses[-1])
     bar.close()

@@ -82,6 +82,7 @@ def check_training_args(args) -> None:
 def _expected_meta(teacher: TeacherConfig) -> Dict[str, Any]:
     """What kd_meta.json must say for this config. The vocabulary fingerprint and size come from the teacher when
     it loads here (None, not checked, where it does not); the model's KD decoders are sized the same way."""
+    from espnet_bertkd.kd.soft_labels import STORAGE
     from espnet_bertkd.kd.teacher import TeacherLoadError, load_teacher_vocab_size, load_vocab_hash
 
     vocab_size = teacher.vocab_size
@@ -91,7 +92,7 @@ def _expected_meta(teacher: TeacherConfig) -> Dict[str, Any]:
         except TeacherLoadError:
             vocab_size = None
     return {"vocab_hash": load_vocab_hash(teacher.model), "topk": teacher.topk, "temperature": teacher.temperature,
-            "vocab_size": vocab_size}
+            "vocab_size": vocab_size, "storage": STORAGE}
 
 
 def _warn_if_unverified(directory: str, teacher: TeacherConfig, expected: Dict[str, Any]) -> None:

@@ -37,6 +37,7 @@ kd_temperature=1.0
 systems="ctc aed final_aed_kd inter_aed_kd"
 sf_systems="ctc"         # systems also decoded with beam search + LM shallow fusion
 sf_test_sets=            # sets decoded with shallow fusion (default: --test_sets)
+sf_batch_size=auto       # utterances per beam search: auto = batched where ESPnet can (202611), else 1
 asr_config_dir=conf      # holds train_asr_<system>.yaml
 asr_args=""
 lm_config=conf/train_lm.yaml
@@ -183,7 +184,7 @@ if stage_on 6; then
         # echo $(...) joins the options onto one line (paths with spaces are not supported, as everywhere here)
         { echo "#!/usr/bin/env bash"; echo "# Written by asr.sh stage 6; run it from $(pwd)."
           echo exec ${python} -m espnet_bertkd.bin.asr_train ${common_asr_opts} --config "${config}" \
-            --normalize_conf "stats_file=${asr_stats_dir}/train/feats_stats.npz" \
+            --normalize global_mvn --normalize_conf "stats_file=${asr_stats_dir}/train/feats_stats.npz" \
             $(asr_data_opts train "${train_set}" "${kd}") $(asr_data_opts valid "${valid_set}" "${kd}") \
             --train_shape_file "${asr_stats_dir}/train/speech_shape" --valid_shape_file "${asr_stats_dir}/valid/speech_shape" \
             --fold_length 80000 --resume true --seed "${seed}" --output_dir "${expdir}/${system}" ${kd_opts} ${asr_args} \
@@ -228,7 +229,7 @@ if stage_on 7; then
             out=${expdir}/${system}/decode_beam_lm/${dset}
             log "Stage 7: beam search + LM shallow fusion ${system} ${dset} -> ${out}"
             decode_set "${out}" "${dset}" ${python} -m espnet_bertkd.bin.asr_inference \
-                --config "${inference_config}" --ngpu "${ngpu}" \
+                --config "${inference_config}" --ngpu "${ngpu}" --batch_size "${sf_batch_size}" \
                 --asr_train_config "${expdir}/${system}/config.yaml" \
                 --asr_model_file "${expdir}/${system}/${asr_model}" \
                 --lm_train_config "${lm_exp}/config.yaml" --lm_file "${lm_exp}/valid.loss.ave.pth" \
