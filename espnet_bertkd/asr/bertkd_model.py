@@ -205,7 +205,7 @@ class ESPnetBertKDModel(ESPnetASRModel):
     ) -> torch.Tensor:
         """Report a batch whose KD loss is NaN/inf and make ESPnet skip its update, as it does for NaN gradients.
 
-        ESPnet 202511 (espnet2/train/trainer.py) registers a batch's stats before backward, skips
+        ESPnet (202511 and 202611, espnet2/train/trainer.py) registers a batch's stats before backward, skips
         `optimizer.step()` with the warning "The grad norm is nan. Skipping updating the model." when the clipped
         gradient norm is not finite, and its reporter leaves non-finite stat values out of the epoch averages. A
         non-finite KD loss alone does not guarantee that: an infinite KL (a student probability that underflowed to

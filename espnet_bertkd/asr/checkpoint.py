@@ -1,9 +1,9 @@
 """Strict model loading for decoding and export.
 
-ESPnet 202511's `build_model_from_file` loads weights with `strict=False` and says nothing, so a model file paired
-with the wrong config decodes with randomly initialised layers. Here every parameter and buffer must match, except
-the training-only KD decoders (`ESPnetBertKDModel.TRAINING_ONLY_PREFIXES`), which decoding never runs: an exported
-model file may lack them and a training config may not build them.
+ESPnet's `build_model_from_file` (202511 and 202611) loads weights with `strict=False` and says nothing, so a model
+file paired with the wrong config decodes with randomly initialised layers. Here every parameter and buffer must
+match, except the training-only KD decoders (`ESPnetBertKDModel.TRAINING_ONLY_PREFIXES`), which decoding never runs:
+an exported model file may lack them and a training config may not build them.
 """
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """Batched greedy CTC decoding of any ESPnet ASR model (plugin, exported plain CTC, or CTC/attention).
 
-ESPnet 202511 has no greedy CTC path: `asr_inference` with `ctc_weight=1.0, beam_size=1` runs a prefix beam search one
-utterance at a time. Here utterances are sorted by length and batched; the encoder and the CTC argmax run once per
-batch; repeats are collapsed and blanks dropped on the whole batch at once.
+ESPnet (202511, 202611) has no greedy CTC path: `asr_inference` with `ctc_weight=1.0, beam_size=1` runs a prefix beam
+search (one utterance at a time, or in 202611 a padded batch of them). Here utterances are sorted by length and
+batched; the encoder and the CTC argmax run once per batch; repeats are collapsed and blanks dropped on the whole
+batch at once.
 
 Padding must not change any output, so the places where ESPnet's batched computation depends on padding are made
 exact: the front-end runs per utterance (the STFT's centre padding reflects at the padded end of a batch), the

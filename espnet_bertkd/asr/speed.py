@@ -86,7 +86,8 @@ def timed_speech2text(output_dir: str, fs: int = 16000) -> Iterator[None]:
     from espnet2.bin.asr_inference import Speech2Text
 
     totals = {"utterances": 0, "compute": 0.0, "samples": 0, "params": None, "depth": 0, "largest_batch": 0}
-    originals = {name: getattr(Speech2Text, name) for name in ("__call__", "batch_decode") if hasattr(Speech2Text, name)}
+    originals = {name: getattr(Speech2Text, name) for name in ("__call__", "batch_decode")
+                 if hasattr(Speech2Text, name)}
 
     def timing(original):
         def timed(self, speech, *args, **kwargs):

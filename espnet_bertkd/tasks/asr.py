@@ -1,6 +1,6 @@
 """Registers the plugin in ESPnet's ASR task.
 
-ESPnet 202511 has no plugin mechanism: `ASRTask.build_model` reads the module-level `ClassChoices` of
+ESPnet (202511, 202611) has no plugin mechanism: `ASRTask.build_model` reads the module-level `ClassChoices` of
 `espnet2.tasks.asr`, and `ASRTask.optional_data_names` lists the extra inputs its data loader accepts. We add our model
 and our soft-label inputs there. This must happen in every process that builds a model (training, collect-stats,
 decoding, `build_model_from_file`, DDP workers), which is why importing `espnet_bertkd` arranges it (once
