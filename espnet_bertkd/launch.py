@@ -4,8 +4,11 @@
     python -m espnet_bertkd.launch path/to/script.py ARGS...
 
 This is the hook for ESPnet's own `asr.sh`: with `--python "python -m espnet_bertkd.launch"` every
-`${python} -m espnet2.bin.X` it runs sees `model: bertkd`. The module runs as `__main__` while this module stays
-the process's main module, so DDP workers (spawned, they re-import the main module) register the plugin too.
+`${python} -m espnet2.bin.X` it runs sees `model: bertkd`. A training module runs as `__main__` while this module
+stays the process's main module, so DDP workers (spawned, they re-import the main module) register the plugin too.
+Every other module becomes the main module itself, as with `python -m`: typeguard's `@typechecked` looks up the
+functions it checks in `sys.modules["__main__"]` and, not finding them in this module, would warn on every call and
+check nothing (`espnet2.bin.tokenize_text`, 5 calls per asr.sh run).
 """
 from __future__ import annotations
 
@@ -60,7 +63,12 @@ def run_module(module: str, argv: Sequence[str]) -> None:
     except (ValueError, OSError) as e:  # bad config or data: the message says what and how to fix it
         sys.exit(f"{module}: not started, the preflight refused the run ({type(e).__name__}):\n{e}")
     sys.argv = [module] + list(argv)
-    runpy.run_module(module, run_name="__main__", alter_sys=False)
+    runpy.run_module(module, run_name="__main__", alter_sys=not spawns_workers(module))
+
+
+def spawns_workers(module: str) -> bool:
+    """ESPnet modules that may start worker processes which must register the plugin (`*_train`, `launch`)."""
+    return module.endswith("_train") or module == "espnet2.bin.launch"
 
 
 def main(argv: Optional[List[str]] = None) -> None:
