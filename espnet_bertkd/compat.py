@@ -12,6 +12,10 @@ imports one name and never tries two import paths itself:
   g2p_en, which the phoneme tokenizers import): `import espnet_bertkd` installs an import hook that filters it
   out of exactly those modules' imports (`NOISY_MODULES`).
 
+Two differences need no branch: 202611 reads `kaldi_ark` inputs with omniio, which knows Kaldi's own matrix types
+only, so soft labels are Kaldi float32 matrices under both releases (espnet_bertkd.kd.soft_labels); and 202611 no
+longer installs `editdistance`, which ESPnet's CER/WER reports import, so setup.py requires it.
+
 Tests guard each of these on both releases (tests/test_compat.py).
 """
 from __future__ import annotations
