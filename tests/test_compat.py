@@ -69,11 +69,12 @@ def test_kd_model_does_not_claim_its_decoder_was_dropped(caplog, teacher_dir):
     assert compat.DECODER_NONE_WARNING in caplog.messages
 
 
-def test_batch_size_auto_resolves_per_release():
-    from espnet_bertkd.bin.asr_inference import AUTO_BATCH_SIZE, resolve_batch_size
+def test_batch_size_auto_resolves_per_release_and_device():
+    from espnet_bertkd.bin.asr_inference import AUTO_BATCH_SIZE, auto_batch_size, resolve_batch_size
 
+    assert auto_batch_size(decodes_batches=True, ngpu=1) == AUTO_BATCH_SIZE
+    assert auto_batch_size(decodes_batches=True, ngpu=0) == 1  # batched search is the slower one on a CPU
+    assert auto_batch_size(decodes_batches=False, ngpu=1) == 1  # 202511 has none
     argv = ["--beam_size", "10", "--batch_size", "auto", "--output_dir", "auto"]  # a directory named "auto" stays
-    assert resolve_batch_size(argv, True) == ["--beam_size", "10", "--batch_size", str(AUTO_BATCH_SIZE),
-                                              "--output_dir", "auto"]
-    assert resolve_batch_size(argv, False)[3] == "1"
-    assert resolve_batch_size(["--batch_size=auto"], True) == [f"--batch_size={AUTO_BATCH_SIZE}"]
+    assert resolve_batch_size(argv, 16) == ["--beam_size", "10", "--batch_size", "16", "--output_dir", "auto"]
+    assert resolve_batch_size(["--batch_size=auto"], 4) == ["--batch_size=4"]

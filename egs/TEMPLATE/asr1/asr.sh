@@ -37,7 +37,7 @@ kd_temperature=1.0
 systems="ctc aed final_aed_kd inter_aed_kd"
 sf_systems="ctc"         # systems also decoded with beam search + LM shallow fusion
 sf_test_sets=            # sets decoded with shallow fusion (default: --test_sets)
-sf_batch_size=auto       # utterances per beam search: auto = batched where ESPnet can (202611), else 1
+sf_batch_size=auto       # utterances per beam search: auto = batched on a GPU where ESPnet can (202611), else 1
 asr_config_dir=conf      # holds train_asr_<system>.yaml
 asr_args=""
 lm_config=conf/train_lm.yaml
