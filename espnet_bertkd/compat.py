@@ -80,19 +80,11 @@ def convolutions_mask_padding() -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- import noise
-# Lines ESPnet's import prints to stderr that say nothing about the run: a CTC model never uses Flash-Attention
-# (the notice is printed by the legacy attention module whenever `flash_attn` is not installed), and the g2p
-# frontends only matter to phoneme tokenizers, which the plugin's recipes do not use (offline, g2p_en's
+# Lines ESPnet's import prints (to stdout or stderr) that say nothing about the run: a CTC model never uses Flash-
+# Attention (the notice is printed by the legacy attention module whenever `flash_attn` is not installed), and the
+# g2p frontends only matter to phoneme tokenizers, which the plugin's recipes do not use (offline, g2p_en's
 # `nltk.download` calls print several lines per missing corpus).
 IMPORT_NOISE: Tuple[str, ...] = ("Failed to import Flash Attention", "[nltk_data]")
-# Modules whose import prints that noise (the legacy attention module under either release's path, and g2p_en).
-NOISY_MODULES: Tuple[str, ...] = (
-    "espnet.nets.pytorch_backend.transformer.attention",
-    "espnet2.legacy.nets.pytorch_backend.transformer.attention",
-    "g2p_en",
-)
-
-
 # Modules whose import prints that noise (the legacy attention module under either release's path, and g2p_en).
 NOISY_MODULES: Tuple[str, ...] = (
     "espnet.nets.pytorch_backend.transformer.attention",

@@ -47,20 +47,22 @@ class Progress:
             self.last_log = now
             self.logger.info(self.line(now, note))
 
-    def line(self, now: float, note: str = "") -> str:
+    def line(self, now: float, note: str = "", finished: bool = False) -> str:
         elapsed = now - self.start
         rate = self.done / elapsed if elapsed > 0 else 0.0
-        left = (self.total - self.done) / rate if rate > 0 else float("nan")
-        eta = format_seconds(left) if left == left else "?"
         text = (f"{self.desc}: {self.done}/{self.total} {self.unit} ({100 * self.done / max(self.total, 1):.0f} %), "
-                f"{rate:.2f} {self.unit}/s, {format_seconds(elapsed)} elapsed, about {eta} left")
+                f"{rate:.2f} {self.unit}/s, {format_seconds(elapsed)} elapsed")
+        if finished:
+            return text + ", done"
+        left = format_seconds((self.total - self.done) / rate) if rate > 0 else "?"
+        text += f", about {left} left"
         return f"{text}; {note}" if note else text
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
         elif self.done:
-            self.logger.info(self.line(self.clock()).split(", about")[0] + ", done")
+            self.logger.info(self.line(self.clock(), finished=True))
 
     def __enter__(self) -> "Progress":
         return self
