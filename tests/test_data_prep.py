@@ -297,3 +297,20 @@ def test_combine_data_dirs(root, tmp_path, capsys):
     combine_cli.main([str(tmp_path / "data" / "dev2"), str(a), str(b)])
     assert "8 utterances, 6 speakers from 2 directories" in capsys.readouterr().out
     assert (tmp_path / "data" / "dev2" / "text").read_text() == (dev / "text").read_text()
+
+
+def test_subset_keeps_the_first_utterances(root, tmp_path, capsys):
+    a = prepare_librispeech(root, "dev-clean", tmp_path / "data")
+    utts = [line.split()[0] for line in (a / "text").read_text().splitlines()]
+    combine_cli.main([str(tmp_path / "data" / "small"), str(a), "--first", "3"])
+    assert "3 utterances" in capsys.readouterr().out
+    small = tmp_path / "data" / "small"
+    for name in ("text", "utt2spk", "wav.scp"):
+        assert [line.split()[0] for line in (small / name).read_text().splitlines()] == utts[:3]
+    speakers = {line.split()[1] for line in (small / "utt2spk").read_text().splitlines()}
+    assert {line.split()[0] for line in (small / "spk2utt").read_text().splitlines()} == speakers
+    if (small / "spk2gender").exists():
+        assert {line.split()[0] for line in (small / "spk2gender").read_text().splitlines()} <= speakers
+    assert validate_data_dir(small).utterances == 3
+    with pytest.raises(SystemExit, match="cannot keep the first 99"):
+        combine_cli.main([str(tmp_path / "data" / "bad"), str(a), "--first", "99"])

@@ -27,6 +27,17 @@ def test_hand_checked_single_utterance(tmp_path):
     assert (r.hits, r.substitutions, r.deletions, r.insertions) == (2, 1, 1, 0)
     assert r.wer == 50.0 and r.words == 4 and r.hyp_words == 3 and r.sentences == 1 and r.ser == 100.0
     assert utts[0].alignment == [("A", "A", "C"), ("B", "X", "S"), ("C", "C", "C"), ("D", "", "D")]
+    # CER without spaces, as ESPnet: "ABCD" -> "AXC" is one substitution and one deletion of 4 characters
+    assert (r.chars, r.char_errors, r.cer) == (4, 2, 50.0)
+
+
+def test_character_error_rate_ignores_spaces(tmp_path):
+    ref = write(tmp_path / "ref", "u1 THEIR HOUSE\nu2 TO\n")
+    hyp = write(tmp_path / "hyp", "u1 THE IRHOUSE\nu2 TWO\n")
+    r, utts = score_texts(ref, hyp)
+    assert r.wer == 100.0  # every word wrong ...
+    assert [u.char_errors for u in utts] == [0, 1] and r.chars == 12  # ... but one character (TO -> TWO)
+    assert r.cer == pytest.approx(100 / 12)
 
 
 def test_corpus_totals_empty_hypothesis_and_insertions(tmp_path):
@@ -186,6 +197,10 @@ def test_make_results_cli(exp, capsys):
     text = (exp / "RESULTS.md").read_text()
     assert f"- command: `python -m espnet_bertkd.bin.make_results --exp_dir {exp} --params ctc/greedy=1000000`" \
         in text
+    assert "- teacher:" not in text
+    accuracy = write(exp / "teacher_accuracy.json", json.dumps({"summary": "top-1 0.712 of 1664 teacher tokens"}))
+    results_cli.main(["--exp_dir", str(exp), "--teacher_accuracy", str(accuracy)])
+    assert "- teacher: top-1 0.712 of 1664 teacher tokens\n" in (exp / "RESULTS.md").read_text()
     assert "| ctc / greedy | 12.50 | 25.00 | 0.0200 | 1.00 | 1.00 M |" in text
     (exp / "ctc" / "params.json").write_text("{not json")
     with pytest.raises(SystemExit) as e:
@@ -208,7 +223,12 @@ def test_homophone_errors_hand_checked(tmp_path):
               ("SEA", "SEE")]
     c = count_homophone_errors(utts, groups)
     assert (c.homophones, c.homophones_correct, c.homophones_confused) == (5, 1, 2)
-    assert (c.others, c.others_correct) == (2, 1)
+    assert (c.others, c.others_correct) == (2, 1) and c.lm_only == 0
+    # BOOKS as an LM-only word: counted apart from the other words
+    c = count_homophone_errors(utts, groups, lm_only=["BOOKS"])
+    assert (c.lm_only, c.lm_only_correct, c.others, c.others_correct) == (1, 1, 1, 0)
+    assert c.add(c).percentages() == {"homophones_correct": 20.0, "homophones_confused": 40.0,
+                                      "lm_only_correct": 100.0, "others_correct": 0.0}
     assert percent(c.homophones_confused, c.homophones) == 40.0 and percent(1, 0) != percent(1, 0)  # NaN
 
 
@@ -220,6 +240,15 @@ def test_homophone_errors_cli(tmp_path, capsys):
     write(tmp_path / "b" / "1best_recog" / "text", "u1 THEY PUT THEIR BOOKS OVER THERE\n")
     homophone_errors.main(["--ref", str(ref), str(tmp_path / "a"), str(tmp_path / "b")])
     rows = capsys.readouterr().out.splitlines()[2:]
-    assert rows == [f"| {tmp_path / 'a'} | 2 | 50.0 | 50.0 | 100.0 |", f"| {tmp_path / 'b'} | 2 | 100.0 | 0.0 | 100.0 |"]
+    assert rows == [f"| {tmp_path / 'a'} | 2 | 50.0 | 50.0 | 0 | nan | 100.0 |",
+                    f"| {tmp_path / 'b'} | 2 | 100.0 | 0.0 | 0 | nan | 100.0 |"]
+    # the corpus' own groups and LM-only words: BOOKS is LM-only here, and wrong in decoding c
+    info = write(tmp_path / "corpus_info.json", json.dumps({"homophone_sets": [["THEIR", "THERE"]],
+                                                            "lm_only_words": ["BOOKS"]}))
+    write(tmp_path / "c" / "1best_recog" / "text", "u1 THEY PUT THEIR BOOK OVER THERE\n")
+    homophone_errors.main(["--ref", str(ref), "--corpus_info", str(info), str(tmp_path / "b"), str(tmp_path / "c")])
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert rows == [f"| {tmp_path / 'b'} | 2 | 100.0 | 0.0 | 1 | 100.0 | 100.0 |",
+                    f"| {tmp_path / 'c'} | 2 | 100.0 | 0.0 | 1 | 0.0 | 100.0 |"]
     with pytest.raises(SystemExit, match="no such file"):
         homophone_errors.main(["--ref", str(ref), str(tmp_path / "missing")])

@@ -37,8 +37,10 @@ def reference(
     window: Optional[int] = None,
     topk: int = 8,
     temperature: float = 1.0,
+    drop_special: bool = True,
 ):
-    """For each position i of `tokens`: [CLS] (window of tokens with w_i -> [MASK]) [SEP] -> full logits -> top-k."""
+    """For each position i of `tokens`: [CLS] (window of tokens with w_i -> [MASK]) [SEP] -> full logits -> top-k
+    (over the non-special tokens unless `drop_special` is False)."""
     tok = teacher.tokenizer
     ids_out, probs_out = [], []
     for i in positions:
@@ -48,7 +50,10 @@ def reference(
         x = [tok.cls_token_id] + seq + [tok.sep_token_id]
         logits = teacher.model(input_ids=torch.tensor([x])).logits
         assert logits.shape == (1, len(x), teacher.vocab_size)  # the full head ran (no hook here)
-        values, ids = logits[0, i - start + 1].float().topk(topk)
+        scores = logits[0, i - start + 1].float()
+        if drop_special:
+            scores[tok.all_special_ids] = float("-inf")
+        values, ids = scores.topk(topk)
         ids_out.append(ids.numpy())
         probs_out.append(torch.softmax(values / temperature, -1).numpy())
     k = topk
@@ -286,10 +291,27 @@ def test_contexts_change_labels_not_rows(teacher):
     np.testing.assert_allclose(left_only.topk_probs, probs, atol=1e-6, rtol=0)
 
 
+def test_special_tokens_dropped_before_topk_unless_kept(teacher_dir, teacher):
+    special = set(teacher.tokenizer.all_special_ids)
+    tokens = teacher.tokenize(LONG)
+    # top-k as large as the vocabulary: kept special tokens must then appear, dropped ones never
+    k = teacher.vocab_size - len(special)
+    dropped = MaskedLMTeacher(TeacherConfig(model=teacher_dir, topk=k)).soft_labels([LONG])[0]
+    assert not special & set(dropped.topk_ids.ravel().tolist())
+    ids, probs = reference(teacher, tokens, range(len(tokens)), topk=k)
+    np.testing.assert_array_equal(dropped.topk_ids, ids)
+    np.testing.assert_allclose(dropped.topk_probs, probs, atol=1e-6, rtol=0)
+    kept = MaskedLMTeacher(TeacherConfig(model=teacher_dir, topk=teacher.vocab_size, drop_special=False))
+    labels = kept.soft_labels([LONG])[0]
+    assert special <= set(labels.topk_ids[0].tolist())
+    ids, probs = reference(teacher, tokens, range(len(tokens)), topk=teacher.vocab_size, drop_special=False)
+    np.testing.assert_array_equal(labels.topk_ids, ids)
+
+
 def test_metadata(teacher):
     meta = teacher.metadata()
     assert meta["vocab_size"] == teacher.vocab_size == len(teacher.tokenizer)
-    assert meta["topk"] == 8 and meta["temperature"] == 1.0
+    assert meta["topk"] == 8 and meta["temperature"] == 1.0 and meta["drop_special"] is True
     assert isinstance(meta["vocab_hash"], str) and len(meta["vocab_hash"]) == 16
 
 

@@ -59,3 +59,32 @@ def test_empty_text_refused(tmp_path):
     empty.write_text("\n\n")
     with pytest.raises(ValueError, match="empty.txt"):
         train_teacher.main(["--text", str(empty), "--output_dir", str(tmp_path / "t")])
+
+
+def test_masked_head_loss_equals_the_full_forward(teacher_dir):
+    """The loss computed with the head on masked positions only is BertForMaskedLM's own loss."""
+    import torch
+    from transformers import AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling
+
+    from espnet_bertkd.kd.train_teacher import masked_lm_loss
+
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    model = AutoModelForMaskedLM.from_pretrained(teacher_dir).eval()
+    torch.manual_seed(0)
+    encoded = tokenizer(["THE KNIGHT RODE AT NIGHT", "WE SEE THE SEA", "TWO DOGS RAN TO THE PARK"])["input_ids"]
+    batch = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.5)([{"input_ids": e} for e in encoded])
+    assert (batch["labels"] != -100).sum() > 0
+    torch.testing.assert_close(masked_lm_loss(model, batch), model(**batch).loss, rtol=1e-5, atol=1e-6)
+
+
+def test_length_bucketed_batches_cover_every_line_once():
+    from espnet_bertkd.kd.train_teacher import length_bucketed_batches
+
+    lengths = [random.Random(i).randint(3, 30) for i in range(1000)]
+    batches = length_bucketed_batches(lengths, 16, random.Random(0), bucket_batches=10)
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    assert len(batches) == -(-1000 // 16) and all(len(b) <= 16 for b in batches)
+    # within a batch the lengths are close (sorted spans of 160 lines), unlike a random batch
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
+    assert spread < 8
+    assert batches != length_bucketed_batches(lengths, 16, random.Random(1), bucket_batches=10)

@@ -23,6 +23,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", required=True)
     p.add_argument("--topk", type=int, default=8)
     p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--keep_special", action="store_true",
+                   help="keep the teacher's special tokens in the top k (default: dropped, as Futami et al.)")
     p.add_argument("--context_utterances", type=int, default=0,
                    help="neighbouring transcripts of the same speaker/chapter seen on each side (not labelled)")
     p.add_argument("--utt2spk", default=None,
@@ -48,6 +50,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     config = TeacherConfig(
         model=args.teacher, topk=args.topk, temperature=args.temperature, dtype=args.dtype,
         max_length=args.max_length, max_tokens_per_batch=args.max_tokens_per_batch,
+        drop_special=not args.keep_special,
     )
     merged = extract(args.text, args.output_dir, config, nj=args.nj, job=args.job,
                      context_utterances=args.context_utterances, utt2spk=utt2spk,

@@ -1,7 +1,8 @@
 r"""Collect scored decodings into RESULTS.md and results.png (WER vs real-time factor).
 
     python -m espnet_bertkd.bin.make_results --exp_dir exp [--output_dir exp] [--systems ctc interctc ...] \
-        [--decodings greedy beam10+LM] [--test_sets dev_clean test_clean ...] [--params ctc=26430000 ...]
+        [--decodings greedy beam10+LM] [--test_sets dev_clean test_clean ...] [--params ctc=26430000 ...] \
+        [--teacher_accuracy exp/teacher_accuracy.json]
 
 Reads EXP_DIR/<system>/decode_<decoding>/<test_set>/{result.json,speed.json} and EXP_DIR/<system>/params.json
 (or EXP_DIR/<system>/decode_<decoding>/params.json), {"params": N}. One row per system / decoding, one WER column
@@ -34,6 +35,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--decodings", nargs="+", default=None, help="decodings to include, in this order")
     p.add_argument("--test_sets", nargs="+", default=None, help="WER columns, in this order")
     p.add_argument("--params", nargs="+", default=[], help="SYSTEM[/DECODING]=N parameter counts")
+    p.add_argument("--teacher_accuracy", default=None, help="teacher_accuracy's JSON, quoted in the header")
     return p
 
 
@@ -43,7 +45,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     command = "python -m espnet_bertkd.bin.make_results " + shlex.join(argv)
     try:
         md, png = make_results(args.exp_dir, args.output_dir, args.systems, args.decodings, args.test_sets,
-                               parse_params(args.params), command=command.strip())
+                               parse_params(args.params), command=command.strip(),
+                               teacher_accuracy=args.teacher_accuracy)
     except DataError as e:
         sys.exit(f"make_results: {e}")
     print(f"wrote {md}" + (f" and {png}" if png else " (no plot: no decoding has a speed.json)"))

@@ -32,7 +32,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     except DataError as e:
         sys.exit(f"score: {e}")
     print(f"{args.decode_dir}: WER {r.wer:.2f}% ({r.errors}/{r.words}: {r.substitutions} sub, {r.deletions} del, "
-          f"{r.insertions} ins), SER {r.ser:.2f}% over {r.sentences} sentences"
+          f"{r.insertions} ins), CER {r.cer:.2f}%, SER {r.ser:.2f}% over {r.sentences} sentences"
           + (f", {len(r.missing)} missing" if r.missing else ""))
 
 

@@ -450,11 +450,14 @@ def fix_data_dir(data_dir: PathLike, drop_empty_text: bool = False) -> Tuple[int
     return len(keep), dropped
 
 
-def combine_data_dirs(sources: Sequence[PathLike], output: PathLike) -> Tuple[int, int]:
+def combine_data_dirs(sources: Sequence[PathLike], output: PathLike, first: Optional[int] = None) -> Tuple[int, int]:
     """Merge data directories into one, as Kaldi's combine_data.sh (ESPnet's LibriSpeech recipe builds train_960 and
     dev this way). A table is carried over only if every source has it; an utterance id in two sources is an error
     (naming both); speakers and recordings may repeat if their lines agree. spk2utt is rebuilt. The result is
-    written as a whole and validated. Returns (utterances, speakers)."""
+    written as a whole and validated. Returns (utterances, speakers).
+
+    `first` keeps only the first N utterances in sorted order, as Kaldi's `subset_data_dir.sh --first N` (sorted
+    ids start with the speaker, so whole speakers are kept but for the last): a smaller training set."""
     sources = [Path(s) for s in sources]
     if not sources:
         raise ValueError("combine_data_dirs needs at least one source directory")
@@ -481,6 +484,23 @@ def combine_data_dirs(sources: Sequence[PathLike], output: PathLike) -> Tuple[in
     if problems:
         raise DataError(problems)
     utts = c_sorted(merged["utt2spk"])
+    if first is not None:
+        if not 0 < first <= len(utts):
+            raise DataError(f"cannot keep the first {first} of {len(utts)} utterances of "
+                            f"{', '.join(map(str, sources))}")
+        utts = utts[:first]
+        keep = set(utts)
+        for name in names:
+            if name == "spk2gender":
+                speakers = {merged["utt2spk"][u] for u in utts}
+                merged[name] = {k: v for k, v in merged[name].items() if k in speakers}
+            elif name == "wav.scp" and "segments" in names:
+                continue  # keyed by recording; filtered after segments below
+            else:
+                merged[name] = {k: v for k, v in merged[name].items() if k in keep}
+        if "segments" in names:
+            used = {merged["segments"][u].split()[0] for u in utts}
+            merged["wav.scp"] = {k: v for k, v in merged["wav.scp"].items() if k in used}
     by_speaker: Dict[str, List[str]] = {}
     for utt in utts:
         by_speaker.setdefault(merged["utt2spk"][utt], []).append(utt)

@@ -132,7 +132,8 @@ def _fmt_params(n: Optional[int]) -> str:
 
 
 def render_markdown(rows: Sequence[Row], test_sets: Sequence[str], command: str, date: str,
-                    plot_name: Optional[str] = "results.png") -> str:
+                    plot_name: Optional[str] = "results.png", teacher: Optional[str] = None) -> str:
+    """`teacher`: a line on the teacher's accuracy (espnet_bertkd.bin.teacher_accuracy's summary)."""
     lines = [
         "# RESULTS",
         "",
@@ -142,6 +143,7 @@ def render_markdown(rows: Sequence[Row], test_sets: Sequence[str], command: str,
         "- RTF: decoding compute seconds / audio seconds, utt/s: utterances / compute seconds, both summed over the "
         "row's test sets (`speed.json`).",
         "- params: parameters used at inference.",
+        *([f"- teacher: {teacher}"] if teacher else []),
         "",
         "## WER (%) and decoding speed",
         "",
@@ -221,17 +223,18 @@ def plot(rows: Sequence[Row], test_sets: Sequence[str], path: PathLike) -> Optio
 
 def make_results(exp_dir: PathLike, output_dir: Optional[PathLike] = None, systems: Optional[Sequence[str]] = None,
                  decodings: Optional[Sequence[str]] = None, test_sets: Optional[Sequence[str]] = None,
-                 params: Optional[Dict[str, int]] = None, command: str = "", date: Optional[str] = None
-                 ) -> Tuple[Path, Optional[Path]]:
+                 params: Optional[Dict[str, int]] = None, command: str = "", date: Optional[str] = None,
+                 teacher_accuracy: Optional[PathLike] = None) -> Tuple[Path, Optional[Path]]:
     """Write OUTPUT_DIR (default exp_dir)/RESULTS.md and results.png; returns their paths (png None if no row
-    has a speed)."""
+    has a speed). `teacher_accuracy`: the JSON of espnet_bertkd.bin.teacher_accuracy, quoted in the header."""
     rows = collect(exp_dir, systems, decodings, params)
     found = sorted({t for r in rows for t in r.results})
     test_sets = list(test_sets) if test_sets else found
     out = Path(output_dir or exp_dir)
     date = date or datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     png = plot(rows, test_sets, out / "results.png")
-    md = render_markdown(rows, test_sets, command, date, png.name if png else None)
+    teacher = _load_json(Path(teacher_accuracy), ("summary",))["summary"] if teacher_accuracy else None
+    md = render_markdown(rows, test_sets, command, date, png.name if png else None, teacher)
     with atomic_open(out / "RESULTS.md") as f:
         f.write(md)
     return out / "RESULTS.md", png

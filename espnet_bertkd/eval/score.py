@@ -31,6 +31,18 @@ class UttScore:
     def errors(self) -> int:
         return self.substitutions + self.deletions + self.insertions
 
+    @property
+    def chars(self) -> int:
+        """Reference characters without spaces (ESPnet's CER counts them so)."""
+        return sum(len(w) for w in self.ref)
+
+    @property
+    def char_errors(self) -> int:
+        """Character edit distance with spaces removed, as ESPnet's `cer`/`cer_ctc` reports."""
+        import editdistance
+
+        return int(editdistance.eval("".join(self.hyp), "".join(self.ref)))
+
 
 @dataclass
 class ScoreResult:
@@ -46,6 +58,8 @@ class ScoreResult:
     deletions: int
     insertions: int
     sentence_errors: int
+    chars: int = 0  # reference characters, spaces excluded
+    char_errors: int = 0
     missing: List[str] = field(default_factory=list)  # utterances without hypothesis (scored as deletions)
 
     @property
@@ -61,12 +75,17 @@ class ScoreResult:
         return 100.0 * self.sentence_errors / self.sentences
 
     @property
+    def cer(self) -> float:
+        """Character error rate (%), spaces excluded (ESPnet's definition)."""
+        return 100.0 * self.char_errors / self.chars if self.chars else float("nan")
+
+    @property
     def corr(self) -> float:
         return 100.0 * self.hits / self.words
 
     def to_dict(self) -> Dict:
         d = asdict(self)
-        d.update(errors=self.errors, wer=self.wer, ser=self.ser, corr=self.corr)
+        d.update(errors=self.errors, wer=self.wer, ser=self.ser, corr=self.corr, cer=self.cer)
         return d
 
 
@@ -125,6 +144,7 @@ def score_texts(ref_path: PathLike, hyp_path: PathLike, allow_missing: bool = Fa
         hyp_words=sum(len(u.hyp) for u in utts), hits=sum(u.hits for u in utts),
         substitutions=sum(u.substitutions for u in utts), deletions=sum(u.deletions for u in utts),
         insertions=sum(u.insertions for u in utts), sentence_errors=sum(1 for u in utts if u.errors),
+        chars=sum(u.chars for u in utts), char_errors=sum(u.char_errors for u in utts),
         missing=[e.key for e in missing])
     if result.words == 0:
         raise DataError(f"{ref_path}: the reference has no words; WER is undefined")

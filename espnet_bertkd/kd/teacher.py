@@ -37,6 +37,8 @@ class TeacherConfig:
     dtype: float32, bfloat16 or float16 for the teacher's forward pass (soft labels are always computed in fp32).
     max_length: window length in tokens including special tokens; defaults to the model's maximum.
     max_tokens_per_batch: padded tokens per teacher forward pass (memory knob).
+    drop_special: leave the tokenizer's special tokens ([CLS], [SEP], [MASK], [PAD], [UNK], ...) out of the top k,
+        as Futami et al. do: they never occur in a transcript, and a weak teacher puts mass on them.
     """
 
     model: str
@@ -48,6 +50,7 @@ class TeacherConfig:
     dtype: str = "float32"
     max_length: Optional[int] = None
     max_tokens_per_batch: int = 16384
+    drop_special: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -266,6 +269,7 @@ class MaskedLMTeacher:
         self.pad_id = int(self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0)
 
         self._prefix, self._suffix = self._special_tokens()
+        self._dropped_ids = torch.tensor(sorted(set(self.tokenizer.all_special_ids)), dtype=torch.long)
         self._n_special = len(self._prefix) + len(self._suffix)
         max_length = self._checked_max_length()
         self.window = max_length - self._n_special
@@ -318,6 +322,7 @@ class MaskedLMTeacher:
             "vocab_hash": self.vocab_hash,
             "topk": self.config.topk,
             "temperature": self.config.temperature,
+            "drop_special": self.config.drop_special,
         }
 
     def tokenize(self, text: str) -> List[int]:
@@ -385,7 +390,10 @@ class MaskedLMTeacher:
             ).logits
         if logits.dim() == 3 and logits.size(1) != 1:  # the head ran on every position (no output embeddings)
             logits = logits[torch.arange(len(batch), device=self.device), positions]
-        ids, probs = softmax_topk(logits.reshape(len(batch), -1), self.config.topk, self.config.temperature)
+        logits = logits.reshape(len(batch), -1)
+        if self.config.drop_special:
+            logits = logits.float().index_fill(1, self._dropped_ids.to(logits.device), float("-inf"))
+        ids, probs = softmax_topk(logits, self.config.topk, self.config.temperature)
         return ids.cpu().numpy(), probs.cpu().numpy()
 
     @contextlib.contextmanager

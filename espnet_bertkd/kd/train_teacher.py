@@ -44,6 +44,37 @@ class TeacherTraining:
     num_heads: int = 4
 
 
+def length_bucketed_batches(lengths: List[int], batch_size: int, rng: random.Random,
+                            bucket_batches: int = 50) -> List[List[int]]:
+    """Batches of similar-length lines in random order: shuffle, sort each span of `bucket_batches` batches by
+    length, cut it into batches, shuffle the batches. Padding then costs little (the LM text's lines are 4 to 30
+    words), while every epoch still sees a new order and new batch mates."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    span = batch_size * bucket_batches
+    batches: List[List[int]] = []
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start: start + span], key=lambda i: lengths[i])
+        batches += [chunk[j: j + batch_size] for j in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def masked_lm_loss(model, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+    """The MLM loss (mean cross-entropy over the masked positions, as `BertForMaskedLM` computes it).
+
+    For a BERT the output head runs on the masked positions only: the loss is the same, and the head, which
+    `BertForMaskedLM` applies to every position although 85 % of them carry no label, is a fifth of a small
+    teacher's compute. Other masked LMs take their own forward pass."""
+    if not (hasattr(model, "bert") and hasattr(model, "cls")):
+        return model(**batch).loss
+    labels = batch["labels"]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    hidden = model.bert(**inputs)[0]
+    picked = labels != -100
+    return torch.nn.functional.cross_entropy(model.cls(hidden[picked]).float(), labels[picked])
+
+
 def read_lines(path: str) -> List[str]:
     with open(path, encoding="utf-8") as f:
         return [line.strip() for line in f if line.strip()]
@@ -94,6 +125,7 @@ def train_masked_lm(text: str, output_dir: str, options: TeacherTraining, init: 
     model = AutoModelForMaskedLM.from_pretrained(init_from).to(options.device)
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=options.mlm_probability)
     encoded = tokenizer(train, truncation=True, max_length=options.max_length)["input_ids"]
+    lengths = [len(ids) for ids in encoded]
 
     steps_per_epoch = math.ceil(len(encoded) / options.batch_size)
     total = steps_per_epoch * options.epochs
@@ -107,12 +139,10 @@ def train_masked_lm(text: str, output_dir: str, options: TeacherTraining, init: 
     bar = Progress(total, "teacher MLM", unit="step")
     for epoch in range(options.epochs):
         model.train()
-        order = list(range(len(encoded)))
-        rng.shuffle(order)
         epoch_loss = 0.0
-        for start in range(0, len(order), options.batch_size):
-            batch = collator([{"input_ids": encoded[i]} for i in order[start : start + options.batch_size]])
-            loss = model(**{k: v.to(options.device) for k, v in batch.items()}).loss
+        for indices in length_bucketed_batches(lengths, options.batch_size, rng):
+            batch = collator([{"input_ids": encoded[i]} for i in indices])
+            loss = masked_lm_loss(model, {k: v.to(options.device) for k, v in batch.items()})
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -92,7 +92,7 @@ def _expected_meta(teacher: TeacherConfig) -> Dict[str, Any]:
         except TeacherLoadError:
             vocab_size = None
     return {"vocab_hash": load_vocab_hash(teacher.model), "topk": teacher.topk, "temperature": teacher.temperature,
-            "vocab_size": vocab_size, "storage": STORAGE}
+            "drop_special": teacher.drop_special, "vocab_size": vocab_size, "storage": STORAGE}
 
 
 def _warn_if_unverified(directory: str, teacher: TeacherConfig, expected: Dict[str, Any]) -> None:

@@ -34,6 +34,7 @@ teacher_args=""          # options of espnet_bertkd.bin.train_teacher (with --te
 teacher_finetune=false   # fine-tune the given --teacher on the LM text first
 topk=8
 kd_temperature=1.0
+teacher_subsets=""       # NAME=FILE word lists whose teacher accuracy stage 4 reports apart (e.g. homophones)
 systems="ctc aed final_aed_kd inter_aed_kd"
 sf_systems="ctc"         # systems also decoded with beam search + LM shallow fusion
 sf_test_sets=            # sets decoded with shallow fusion (default: --test_sets)
@@ -128,6 +129,10 @@ if stage_on 4; then
             log "skip: ${out}/kd_token.scp exists"
         fi
     done
+    # How well the teacher predicts the held-out transcripts it labelled (top-1 of its soft labels)
+    subset_opts=""; for s in ${teacher_subsets}; do subset_opts+=" --subset ${s}"; done
+    run ${python} -m espnet_bertkd.bin.teacher_accuracy --soft_labels "${dumpdir}/kd/${valid_set}" \
+        --text "${datadir}/${valid_set}/text" ${subset_opts} --output "${expdir}/teacher_accuracy.json"
 fi
 
 if stage_on 5; then
@@ -250,8 +255,9 @@ if stage_on 8; then
             done
         done
     done
+    teacher_opts=""; [ -f "${expdir}/teacher_accuracy.json" ] && teacher_opts="--teacher_accuracy ${expdir}/teacher_accuracy.json"
     run ${python} -m espnet_bertkd.bin.make_results --exp_dir "${expdir}" --output_dir "${results_dir}" \
-        --systems ${systems} --decodings ${decodings} --test_sets ${test_sets}
+        --systems ${systems} --decodings ${decodings} --test_sets ${test_sets} ${teacher_opts}
     cat "${results_dir}/RESULTS.md"
 fi
 log "Finished stages ${stage}..${stop_stage}"
