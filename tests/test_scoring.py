@@ -174,11 +174,13 @@ def test_make_results(exp, tmp_path):
     text = md.read_text()
     assert "- date: 2025-01-02T03:04" in text
     assert "- command: `python -m espnet_bertkd.bin.make_results --exp_dir exp`" in text
-    assert "| system / decoding | test_clean | test_other | RTF | utt/s | params |\n|---|---:|---:|---:|---:|---:|\n" \
+    assert ("| system / decoding | test_clean | test_other | test_clean CER | test_other CER | RTF | utt/s | params |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|\n") \
         in text
-    assert "| ctc / beam10+LM | 0.00 | 12.50 | 0.600 | 0.0333 | 76.43 M |" in text
-    assert "| ctc / greedy | 12.50 | 25.00 | 0.0200 | 1.00 | 26.43 M |" in text
-    assert "| inter_aed_kd / greedy | 0.00 | - | 0.0200 | 1.00 | 26.00 M |" in text
+    assert "| ctc / beam10+LM | 0.00 | 12.50 | 0.00 | 12.50 | 0.600 | 0.0333 | 76.43 M |" in text
+    # CER: one wrong character of 8 (EFGH -> EFGX); test_other adds a deleted D
+    assert "| ctc / greedy | 12.50 | 25.00 | 12.50 | 25.00 | 0.0200 | 1.00 | 26.43 M |" in text
+    assert "| inter_aed_kd / greedy | 0.00 | - | 0.00 | - | 0.0200 | 1.00 | 26.00 M |" in text
     assert text.index("ctc / beam10+LM |") < text.index("ctc / greedy |") < text.index("inter_aed_kd / greedy |")
     assert "![WER vs real-time factor](results.png)" in text
     assert "|test_other|2|8|75.0|12.5|12.5|0.0|25.0|100.0|" in text  # details of ctc / greedy
@@ -201,7 +203,7 @@ def test_make_results_cli(exp, capsys):
     accuracy = write(exp / "teacher_accuracy.json", json.dumps({"summary": "top-1 0.712 of 1664 teacher tokens"}))
     results_cli.main(["--exp_dir", str(exp), "--teacher_accuracy", str(accuracy)])
     assert "- teacher: top-1 0.712 of 1664 teacher tokens\n" in (exp / "RESULTS.md").read_text()
-    assert "| ctc / greedy | 12.50 | 25.00 | 0.0200 | 1.00 | 1.00 M |" in text
+    assert "| ctc / greedy | 12.50 | 25.00 | 12.50 | 25.00 | 0.0200 | 1.00 | 1.00 M |" in text
     (exp / "ctc" / "params.json").write_text("{not json")
     with pytest.raises(SystemExit) as e:
         results_cli.main(["--exp_dir", str(exp)])

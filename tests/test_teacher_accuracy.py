@@ -70,3 +70,6 @@ def test_cli_matches_the_teacher_run_directly(tmp_path, teacher_dir, capsys):
                                                            for w in ("THEIR", "THERE", "TO", "TWO", "TOO"))
     assert result["teacher"] == teacher_dir  # read from kd_meta.json
     assert "homophones words" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="missing.txt: cannot read the word list"):
+        cli_main(["--soft_labels", str(tmp_path / "kd"), "--text", str(text), "--subset",
+                  f"homophones={tmp_path / 'missing.txt'}"])

@@ -50,6 +50,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", required=True)
     p.add_argument("--command", default=None, help="the command that made the runs (recorded)")
     p.add_argument("--wall_seconds", type=float, default=None, help="their wall time (recorded)")
+    p.add_argument("--default_run_seconds", type=float, default=None,
+                   help="the part of --wall_seconds spent in the recipe's default run (recorded)")
     return p
 
 
@@ -90,7 +92,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                 }
     except DataError as e:
         sys.exit(f"evidence_summary: {e}")
-    summary.update(command=args.command, commit=git_commit(), wall_seconds=args.wall_seconds)
+    summary.update(command=args.command, commit=git_commit(), wall_seconds=args.wall_seconds,
+                   default_run_seconds=args.default_run_seconds)
     write_summary(summary, out / "summary.json")
     plot = plot_wer_vs_rtf(summary, args.test_sets[-1], out / "wer_vs_rtf.png")
     if args.sizes:

@@ -208,7 +208,8 @@ def render_markdown(summary: Mapping[str, object], test_sets: Sequence[str], plo
     seeds = summary["seeds"]
     lines = ["# Evidence: every system over training seeds", "",
              f"- command: `{summary.get('command', '')}`", f"- commit: {summary.get('commit', '')}",
-             f"- seeds: {seeds}; wall time: {summary.get('wall_seconds', '-')} s",
+             f"- seeds: {seeds}; wall time: {summary.get('wall_seconds', '-')} s, of which "
+             f"{summary.get('default_run_seconds', '-')} s in the default run (seed 0 and the shared set-up)",
              f"- test: {summary['test']}", "",
              "## WER (%), mean +- standard deviation over seeds", "",
              "| system / decoding | " + " | ".join(test_sets) + " | " + " | ".join(f"{t} CER" for t in test_sets)

@@ -45,6 +45,11 @@ class Row:
         r = self.results.get(test_set)
         return None if r is None else float(r["wer"])
 
+    def cer(self, test_set: str) -> Optional[float]:
+        """Character error rate (%); None where not decoded or scored before scores had it."""
+        r = self.results.get(test_set)
+        return None if r is None or "cer" not in r else float(r["cer"])
+
     def speed(self) -> Dict[str, Optional[float]]:
         """RTF and utt/s over all the row's test sets: total compute seconds over total audio and utterances."""
         if not self.speeds:
@@ -139,20 +144,22 @@ def render_markdown(rows: Sequence[Row], test_sets: Sequence[str], command: str,
         "",
         f"- date: {date}",
         f"- command: `{command}`",
-        "- WER: word error rate (%) from each decode's `result.json` (espnet_bertkd.bin.score); `-`: not decoded.",
+        "- WER / CER: word / character error rate (%; CER without spaces, as ESPnet's) from each decode's "
+        "`result.json` (espnet_bertkd.bin.score); `-`: not decoded.",
         "- RTF: decoding compute seconds / audio seconds, utt/s: utterances / compute seconds, both summed over the "
         "row's test sets (`speed.json`).",
         "- params: parameters used at inference.",
         *([f"- teacher: {teacher}"] if teacher else []),
         "",
-        "## WER (%) and decoding speed",
+        "## WER (%), CER (%) and decoding speed",
         "",
-        "| system / decoding | " + " | ".join(test_sets) + " | RTF | utt/s | params |",
-        "|---|" + "---:|" * (len(test_sets) + 3),
+        "| system / decoding | " + " | ".join(test_sets) + " | " + " | ".join(f"{t} CER" for t in test_sets)
+        + " | RTF | utt/s | params |",
+        "|---|" + "---:|" * (2 * len(test_sets) + 3),
     ]
     for row in rows:
         speed = row.speed()
-        cells = [_fmt(row.wer(t), ".2f") for t in test_sets]
+        cells = [_fmt(row.wer(t), ".2f") for t in test_sets] + [_fmt(row.cer(t), ".2f") for t in test_sets]
         cells += [_fmt_num(speed["rtf"]), _fmt_num(speed["utterances_per_second"]), _fmt_params(row.params)]
         lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
     if plot_name:

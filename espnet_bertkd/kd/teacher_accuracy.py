@@ -50,8 +50,11 @@ class TeacherAccuracy:
 
 def read_word_list(path: PathLike) -> List[str]:
     """Words of a subset file: whitespace-separated, any number per line (a homophone group per line is fine)."""
-    with open(path, encoding="utf-8") as f:
-        words = f.read().split()
+    try:
+        with open(path, encoding="utf-8") as f:
+            words = f.read().split()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the word list ({e.strerror})") from None
     if not words:
         raise DataError(f"{path}: no words")
     return words

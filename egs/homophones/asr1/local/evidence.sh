@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The evidence behind the recipe README: every system of the recipe trained with several seeds on one shared
+# data / teacher / soft-label / LM set-up, the teacher's contribution at smaller paired-data sizes, then
+# evidence/summary.json, evidence/RESULTS.md and the plots (espnet_bertkd.bin.evidence_summary). Run from anywhere:
+#
+#   local/evidence.sh                                   # seeds 0 1 2; paired data 1, 1/2 and 1/4
+#   local/evidence.sh --seeds "0 1" --fractions ""      # fewer runs
+#
+# Seed 0 is the default run itself (./run.sh, skipped where done; exp/ becomes evidence/exp/seed0). Every other
+# seed, and every smaller paired-data size (aed and inter_aed_kd only: the KD gain), is one chain of run.sh stages in
+# its own directory under evidence/exp/; --nj chains run at once, one core each.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seeds="0 1 2"
+fractions="0.5 0.25"   # shares of the paired training utterances (the text-only part stays the same)
+nj=2                   # chains at once
+out=evidence
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --seeds) seeds="$2"; shift 2 ;;
+        --fractions) fractions="$2"; shift 2 ;;
+        --nj) nj="$2"; shift 2 ;;
+        *) echo "$0: unknown option $1 (--seeds, --fractions, --nj)" >&2; exit 2 ;;
+    esac
+done
+case " ${seeds} " in *" 0 "*) ;; *) echo "$0: --seeds must include 0 (the default run)" >&2; exit 2 ;; esac
+log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (evidence.sh) $*"; }
+start=$(date +%s)
+command="local/evidence.sh --seeds \"${seeds}\" --fractions \"${fractions}\" --nj ${nj}"
+
+log "seed 0 and the shared set-up: the default run (./run.sh)"
+./run.sh
+default_run=$(( $(date +%s) - start ))
+. local/settings.sh
+# where the default run (asr.sh with --expdir exp) put the shared set-up
+teacher_dir=exp/teacher
+lm_exp=exp/lm
+asr_stats_dir=exp/asr_stats_${token_type}
+
+exp=${out}/exp
+mkdir -p "${exp}/jobs"
+ln -sfn ../../exp "${exp}/seed0"
+rm -f "${exp}"/jobs/job.*.sh
+n=0
+add_chain() {  # one job script: the given commands, each on its own line, quoted, stopping at the first failure
+    n=$((n + 1))
+    { echo "#!/usr/bin/env bash"; echo "set -euo pipefail"; echo "cd $(printf %q "$(pwd)")"
+      for c in "$@"; do echo "${c}"; done; } > "${exp}/jobs/job.${n}.sh"
+}
+shared=(--nj 1 --teacher "${teacher_dir}" --lm_exp "${lm_exp}")
+for seed in ${seeds}; do
+    [ "${seed}" = 0 ] && continue
+    add_chain "$(printf '%q ' ./run.sh --stage 6 --seed "${seed}" "${shared[@]}" --asr_stats_dir "${asr_stats_dir}" \
+        --expdir "${exp}/seed${seed}" --results_dir "${exp}/seed${seed}")"
+done
+train_utts=$(wc -l < "data/${train_set}/text")
+for fraction in ${fractions}; do
+    size=$(python3 -c "import sys; print(round(float(sys.argv[1]) * int(sys.argv[2])))" "${fraction}" "${train_utts}")
+    subset=${train_set}_${size}
+    log "paired data x${fraction}: the first ${size} of ${train_utts} training utterances -> data/${subset}"
+    [ -f "data/${subset}/text" ] || python3 -m espnet_bertkd.bin.combine_data_dirs "data/${subset}" "data/${train_set}" \
+        --first "${size}"
+    chain=()
+    for seed in ${seeds}; do
+        # stage 4 writes the subset's soft labels and stage 6 its stats once (the first seed); the others reuse them
+        chain+=("$(printf '%q ' ./run.sh --stage 4 --seed "${seed}" "${shared[@]}" --train_set "${subset}" \
+            --asr_stats_dir "exp/asr_stats_${subset}" --systems "aed inter_aed_kd" --sf_systems "" \
+            --expdir "${exp}/size${fraction}/seed${seed}" --results_dir "${exp}/size${fraction}/seed${seed}")")
+    done
+    add_chain "${chain[@]}"
+done
+if [ "${n}" -gt 0 ]; then
+    log "${n} chain(s), ${nj} at a time: ${exp}/jobs/job.*.sh, logs ${exp}/jobs/job.*.log"
+    python3 -m espnet_bertkd.bin.launch_jobs --nj "${n}" --max_parallel "${nj}" --log "${exp}/jobs/job.JOB.log" -- \
+        bash "${exp}/jobs/job.JOB.sh"
+fi
+
+wall=$(( $(date +%s) - start ))
+log "runs done: ${wall} s in all, of which ${default_run} s in ./run.sh (nothing left to do there if it had run before)"
+size_opts=()
+for fraction in ${fractions}; do size_opts+=("${fraction}=${exp}/size${fraction}"); done
+log "summary -> ${out} (${wall} s so far)"
+python3 -m espnet_bertkd.bin.evidence_summary --root "${exp}" --data_dir data --seeds ${seeds} \
+    --systems ctc/greedy ctc/beam_lm aed/greedy final_aed_kd/greedy inter_aed_kd/greedy \
+    --test_sets ${test_sets} \
+    --compare inter_aed_kd/greedy:ctc/greedy inter_aed_kd/greedy:aed/greedy inter_aed_kd/greedy:final_aed_kd/greedy \
+        final_aed_kd/greedy:ctc/greedy inter_aed_kd/greedy:ctc/beam_lm \
+    --corpus_info "${corpus}/corpus_info.json" --train_text "data/${train_set}/text" \
+    ${fractions:+--sizes "${size_opts[@]}"} --output_dir "${out}" --command "${command}" --wall_seconds "${wall}" \
+    --default_run_seconds "${default_run}"
+log "done in $(( $(date +%s) - start )) s"
