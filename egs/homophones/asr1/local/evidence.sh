@@ -3,7 +3,8 @@
 # data / teacher / soft-label / LM set-up, the teacher's contribution at smaller paired-data sizes, then
 # evidence/summary.json, evidence/RESULTS.md and the plots (espnet_bertkd.bin.evidence_summary). Run from anywhere:
 #
-#   local/evidence.sh                                   # seeds 0 1 2; paired data 1, 1/2 and 1/4
+#   local/evidence.sh                                   # seeds 0 1 2; paired data 1 and 1/4
+#   local/evidence.sh --fractions "0.5 0.25"           # and 1/2 (about 25 min more)
 #   local/evidence.sh --seeds "0 1" --fractions ""      # fewer runs
 #
 # Seed 0 is the default run itself (./run.sh, skipped where done; exp/ becomes evidence/exp/seed0). Every other
@@ -13,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seeds="0 1 2"
-fractions="0.5 0.25"   # shares of the paired training utterances (the text-only part stays the same)
+fractions="0.25"       # shares of the paired training utterances (the text-only part stays the same)
 nj=2                   # chains at once
 out=evidence
 while [ $# -gt 0 ]; do
@@ -61,11 +62,16 @@ for fraction in ${fractions}; do
     log "paired data x${fraction}: the first ${size} of ${train_utts} training utterances -> data/${subset}"
     [ -f "data/${subset}/text" ] || python3 -m espnet_bertkd.bin.combine_data_dirs "data/${subset}" "data/${train_set}" \
         --first "${size}"
+    # the same learning-rate schedule per epoch: its update counts scaled by the share of the data
+    schedule=$(python3 -c "import json, sys, yaml
+c = yaml.safe_load(open(sys.argv[1]))['scheduler_conf']
+c['warmup_steps_list'] = [round(s * float(sys.argv[2])) for s in c['warmup_steps_list']]
+print(json.dumps(c, separators=(',', ':')))" conf/train_asr_inter_aed_kd.yaml "${fraction}")
     chain=()
     for seed in ${seeds}; do
         # stage 4 writes the subset's soft labels and stage 6 its stats once (the first seed); the others reuse them
         chain+=("$(printf '%q ' ./run.sh --stage 4 --seed "${seed}" "${shared[@]}" --train_set "${subset}" \
-            --asr_stats_dir "exp/asr_stats_${subset}" --systems "aed inter_aed_kd" --sf_systems "" \
+            --asr_stats_dir "exp/asr_stats_${subset}" --systems "aed inter_aed_kd" --sf_systems "" --asr_args "--scheduler_conf ${schedule}" \
             --expdir "${exp}/size${fraction}/seed${seed}" --results_dir "${exp}/size${fraction}/seed${seed}")")
     done
     add_chain "${chain[@]}"
