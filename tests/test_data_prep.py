@@ -314,3 +314,20 @@ def test_subset_keeps_the_first_utterances(root, tmp_path, capsys):
     assert validate_data_dir(small).utterances == 3
     with pytest.raises(SystemExit, match="cannot keep the first 99"):
         combine_cli.main([str(tmp_path / "data" / "bad"), str(a), "--first", "99"])
+
+
+def test_subset_keeps_utterances_evenly_spaced_over_the_speakers(root, tmp_path, capsys):
+    a = prepare_librispeech(root, "dev-clean", tmp_path / "data")
+    utts = [line.split()[0] for line in (a / "text").read_text().splitlines()]
+    spk = dict(line.split() for line in (a / "utt2spk").read_text().splitlines())
+    combine_cli.main([str(tmp_path / "data" / "spread"), str(a), "--subset", "3"])
+    assert "3 utterances, 3 speakers" in capsys.readouterr().out
+    spread = tmp_path / "data" / "spread"
+    kept = [line.split()[0] for line in (spread / "text").read_text().splitlines()]
+    assert kept == [utts[0], utts[2], utts[4]]
+    assert len({spk[u] for u in utts[:3]}) == 2   # --first 3 would have kept two speakers
+    assert validate_data_dir(spread).utterances == 3
+    with pytest.raises(SystemExit, match="cannot keep 99 of"):
+        combine_cli.main([str(tmp_path / "data" / "bad"), str(a), "--subset", "99"])
+    with pytest.raises(SystemExit):
+        combine_cli.main([str(tmp_path / "data" / "bad"), str(a), "--subset", "3", "--first", "3"])

@@ -450,14 +450,19 @@ def fix_data_dir(data_dir: PathLike, drop_empty_text: bool = False) -> Tuple[int
     return len(keep), dropped
 
 
-def combine_data_dirs(sources: Sequence[PathLike], output: PathLike, first: Optional[int] = None) -> Tuple[int, int]:
+def combine_data_dirs(sources: Sequence[PathLike], output: PathLike, first: Optional[int] = None,
+                      subset: Optional[int] = None) -> Tuple[int, int]:
     """Merge data directories into one, as Kaldi's combine_data.sh (ESPnet's LibriSpeech recipe builds train_960 and
     dev this way). A table is carried over only if every source has it; an utterance id in two sources is an error
     (naming both); speakers and recordings may repeat if their lines agree. spk2utt is rebuilt. The result is
     written as a whole and validated. Returns (utterances, speakers).
 
     `first` keeps only the first N utterances in sorted order, as Kaldi's `subset_data_dir.sh --first N` (sorted
-    ids start with the speaker, so whole speakers are kept but for the last): a smaller training set."""
+    ids start with the speaker, so whole speakers are kept but for the last). `subset` keeps N utterances evenly
+    spaced through the sorted list, as Kaldi's `subset_data_dir.sh N`: a smaller training set that keeps every
+    speaker, so that less paired data does not also mean fewer voices."""
+    if first is not None and subset is not None:
+        raise ValueError("combine_data_dirs: give first or subset, not both")
     sources = [Path(s) for s in sources]
     if not sources:
         raise ValueError("combine_data_dirs needs at least one source directory")
@@ -484,11 +489,12 @@ def combine_data_dirs(sources: Sequence[PathLike], output: PathLike, first: Opti
     if problems:
         raise DataError(problems)
     utts = c_sorted(merged["utt2spk"])
-    if first is not None:
-        if not 0 < first <= len(utts):
-            raise DataError(f"cannot keep the first {first} of {len(utts)} utterances of "
-                            f"{', '.join(map(str, sources))}")
-        utts = utts[:first]
+    keep_n = first if first is not None else subset
+    if keep_n is not None:
+        if not 0 < keep_n <= len(utts):
+            raise DataError(f"cannot keep {'the first ' if first is not None else ''}{keep_n} of {len(utts)} "
+                            f"utterances of {', '.join(map(str, sources))}")
+        utts = utts[:first] if first is not None else [utts[i * len(utts) // subset] for i in range(subset)]
         keep = set(utts)
         for name in names:
             if name == "spk2gender":

@@ -59,14 +59,15 @@ train_utts=$(wc -l < "data/${train_set}/text")
 for fraction in ${fractions}; do
     size=$(python3 -c "import sys; print(round(float(sys.argv[1]) * int(sys.argv[2])))" "${fraction}" "${train_utts}")
     subset=${train_set}_${size}
-    log "paired data x${fraction}: the first ${size} of ${train_utts} training utterances -> data/${subset}"
+    log "paired data x${fraction}: ${size} of ${train_utts} training utterances, evenly spaced -> data/${subset}"
     [ -f "data/${subset}/text" ] || python3 -m espnet_bertkd.bin.combine_data_dirs "data/${subset}" "data/${train_set}" \
-        --first "${size}"
-    # the same learning-rate schedule per epoch: its update counts scaled by the share of the data
-    schedule=$(python3 -c "import json, sys, yaml
-c = yaml.safe_load(open(sys.argv[1]))['scheduler_conf']
-c['warmup_steps_list'] = [round(s * float(sys.argv[2])) for s in c['warmup_steps_list']]
-print(json.dumps(c, separators=(',', ':')))" conf/train_asr_inter_aed_kd.yaml "${fraction}")
+        --subset "${size}"
+    # the same learning-rate schedule per epoch: its update counts scaled by the share of the data, given as one
+    # key=value word (ESPnet merges it into the config's scheduler_conf; asr.sh re-reads --asr_args in train.sh)
+    schedule=$(python3 -c "import sys, yaml
+steps = yaml.safe_load(open(sys.argv[1]))['scheduler_conf']['warmup_steps_list']
+print('warmup_steps_list=[' + ','.join(str(round(s * float(sys.argv[2]))) for s in steps) + ']')" \
+        conf/train_asr_inter_aed_kd.yaml "${fraction}")
     chain=()
     for seed in ${seeds}; do
         # stage 4 writes the subset's soft labels and stage 6 its stats once (the first seed); the others reuse them
