@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from espnet_bertkd.bin import evidence_summary
-from espnet_bertkd.eval.evidence import claim, collect, summarise
+from espnet_bertkd.eval.evidence import claim, collect, summarise, verdict
 
 REF = {"u1": "THEIR DOG RAN", "u2": "I SEE THE SEA", "u3": "TWO BOOKS"}
 # hypotheses per system and seed (word errors in brackets)
@@ -58,6 +58,17 @@ def test_summary_numbers_by_hand(tmp_path):
     assert claim(s, "inter_aed_kd/greedy", "aed/greedy", "test") == "not shown"
 
 
+def test_claim_needs_significance_and_every_seed_agreeing():
+    def summary(delta, p, per_seed):
+        return {"tests": {"inter_aed_kd-vs-ctc": {"test": {"delta": delta, "p": p,
+                                                            "per_seed": [{"delta": d} for d in per_seed]}}}}
+    assert claim(summary(-2.0, 0.01, [-1.0, -3.0, -2.0]), "inter_aed_kd/greedy", "ctc/greedy", "test") == "holds"
+    assert claim(summary(2.0, 0.01, [1.0, 3.0, 2.0]), "inter_aed_kd/greedy", "ctc/greedy", "test") == "reversed"
+    # significant over utterances, but one seed went the other way: training noise is not excluded
+    assert claim(summary(-2.0, 0.01, [-4.0, -3.0, 0.5]), "inter_aed_kd/greedy", "ctc/greedy", "test") == "not shown"
+    assert claim(summary(-2.0, 0.2, [-1.0, -3.0, -2.0]), "inter_aed_kd/greedy", "ctc/greedy", "test") == "not shown"
+
+
 def test_missing_decoding_is_named(tmp_path):
     hyps = {k: v for k, v in HYPS.items()}
     build(tmp_path / "exp", tmp_path / "data", hyps)
@@ -97,6 +108,8 @@ def test_cli_writes_summary_tables_and_plots(tmp_path, capsys):
     md = (out / "RESULTS.md").read_text()
     assert "| ctc/greedy | 33.33 +- 0.00 | 33.33 +- 0.00 |" in md
     assert "| inter_aed_kd-vs-ctc | test | -22.22 |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| inter_aed_kd-vs-ctc | test |"))
+    assert row.endswith(f"| {verdict(summary['tests']['inter_aed_kd-vs-ctc']['test'])} |")
     assert (out / "wer_vs_rtf.png").stat().st_size > 1000 and (out / "data_size.png").stat().st_size > 1000
     with pytest.raises(SystemExit, match="--sizes needs --train_text"):
         evidence_summary.main(["--root", str(tmp_path / "exp"), "--data_dir", str(tmp_path / "data"), "--seeds", "0",

@@ -39,6 +39,9 @@ def test_seeds_are_averaged_per_utterance():
     # A better everywhere in every seed: every resample is negative
     clear = paired_bootstrap([[0, 0, 0], [0, 1, 0]], [[1, 2, 1], [1, 2, 2]], [2, 3, 2], exact=True)
     assert clear.delta < 0 and clear.p == 0.0 and clear.ci_high < 0
+    # sampled, the same never-crossing difference gets the smallest p the samples can give, not 0
+    sampled = paired_bootstrap([[0, 0, 0], [0, 1, 0]], [[1, 2, 1], [1, 2, 2]], [2, 3, 2], samples=999)
+    assert sampled.p == pytest.approx(2 / 1000)
 
 
 def test_identical_systems_are_not_different():

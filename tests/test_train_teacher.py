@@ -54,6 +54,40 @@ def test_fine_tune_from_existing(corpus, tmp_path, teacher_dir):
         TeacherConfig(model=teacher_dir)).vocab_hash
 
 
+def test_batches_without_a_masked_token_are_skipped(corpus, tmp_path, monkeypatch):
+    """A batch can draw no mask: its MLM loss is NaN (a mean over nothing), which used to make the epoch's
+    reported loss NaN. Here every other batch is unmasked: the epoch loss is the mean over the masked ones."""
+    import math
+
+    from espnet_bertkd.kd import train_teacher as tt
+    seen = []
+    real = tt.masked_lm_loss
+
+    def counting_loss(model, batch):
+        seen.append(int((batch["labels"] != -100).sum()))
+        return real(model, batch)
+    monkeypatch.setattr(tt, "masked_lm_loss", counting_loss)
+    calls = iter(range(10**6))
+
+    class EveryOtherUnmasked:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __call__(self, examples):
+            batch = self.inner(examples)
+            if next(calls) % 2:
+                batch["labels"][:] = -100
+            return batch
+    import transformers
+    real_collator = transformers.DataCollatorForLanguageModeling
+    monkeypatch.setattr(transformers, "DataCollatorForLanguageModeling",
+                        lambda *a, **k: EveryOtherUnmasked(real_collator(*a, **k)))
+    result = tt.train_masked_lm(str(corpus), str(tmp_path / "t"), tt.TeacherTraining(
+        epochs=1, batch_size=16, vocab_size=60, hidden_size=32, num_layers=1, num_heads=2))
+    assert seen and all(n > 0 for n in seen)           # the loss never saw an unmasked batch
+    assert math.isfinite(result["epoch_losses"][0])
+
+
 def test_empty_text_refused(tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")

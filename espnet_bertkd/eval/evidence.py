@@ -107,8 +107,9 @@ def summarise(results: Mapping[str, Mapping[str, Decoded]], seeds: Sequence[int]
             t: compare(results[a][t], results[b][t], samples) for t in results[a] if t in results[b]
         }
     return {"seeds": list(seeds), "systems": systems, "tests": tests,
-            "test": "paired bootstrap over test utterances, seeds pooled per utterance "
-                    f"({samples} samples, two-sided; espnet_bertkd.eval.significance)"}
+            "test": "paired bootstrap over test utterances, seeds averaged per utterance "
+                    f"({samples} samples, two-sided; espnet_bertkd.eval.significance); a claim needs p < 0.05 and "
+                    "the same sign in every seed"}
 
 
 def _rtf_per_seed(by_set: Mapping[str, Decoded]) -> List[Optional[float]]:
@@ -193,13 +194,21 @@ def word_errors(results: Mapping[str, Mapping[str, Decoded]], groups: Sequence[S
     return out
 
 
-def claim(summary: Mapping[str, object], better: str, worse: str, test_set: str, alpha: float = 0.05) -> str:
-    """'holds' / 'reversed' (significant either way at `alpha`) or 'not shown' for "better has a lower WER than
-    worse", from the stored paired test."""
-    test = summary["tests"][f"{_short(better)}-vs-{_short(worse)}"][test_set]
-    if test["p"] < alpha:
-        return "holds" if test["delta"] < 0 else "reversed"
+def verdict(test: Mapping[str, object], alpha: float = 0.05) -> str:
+    """'holds' / 'reversed' or 'not shown' for "A has a lower WER than B", from one stored paired test: significant
+    at `alpha` over the test utterances, and the same sign in every seed (the bootstrap averages the seeds, so
+    training noise is checked here)."""
+    seed_deltas = [s["delta"] for s in test.get("per_seed", [])]
+    if test["p"] < alpha and test["delta"] != 0:
+        sign = -1 if test["delta"] < 0 else 1
+        if all(d * sign > 0 for d in seed_deltas):
+            return "holds" if sign < 0 else "reversed"
     return "not shown"
+
+
+def claim(summary: Mapping[str, object], better: str, worse: str, test_set: str, alpha: float = 0.05) -> str:
+    """verdict() of "better has a lower WER than worse" on test_set."""
+    return verdict(summary["tests"][f"{_short(better)}-vs-{_short(worse)}"][test_set], alpha)
 
 
 def render_markdown(summary: Mapping[str, object], test_sets: Sequence[str], plot_name: Optional[str]) -> str:
@@ -227,12 +236,13 @@ def render_markdown(summary: Mapping[str, object], test_sets: Sequence[str], plo
         for t in test_sets:
             lines.append(f"| {system} | {t} | " + " | ".join(f"{w:.2f}" for w in entry[t]) + " |")
     lines += ["", "## Paired tests (A - B in WER points; negative: A better)", "",
-              "| A vs B | set | delta | 95 % interval | p | delta per seed |", "|---|---|---:|---:|---:|---|"]
+              "| A vs B | set | delta | 95 % interval | p | delta per seed | A better (p < 0.05, every seed) |",
+              "|---|---|---:|---:|---:|---|---|"]
     for name, by_set in summary["tests"].items():
         for t, r in by_set.items():
             per_seed = ", ".join(f"{s['delta']:+.2f} (p {s['p']:.3f})" for s in r["per_seed"])
             lines.append(f"| {name} | {t} | {r['delta']:+.2f} | [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}] | "
-                         f"{r['p']:.4f} | {per_seed} |")
+                         f"{r['p']:.4f} | {per_seed} | {verdict(r)} |")
     errors = summary.get("word_errors")
     if errors:
         lines += ["", "## Where the errors are (pooled over seeds)", "",

@@ -1,17 +1,19 @@
 """Is system A's WER really different from system B's? A paired bootstrap over test utterances (Koehn 2004;
 Bisani and Ney 2004), pooled over training seeds.
 
-Why utterances and seeds together: two sources of noise separate systems here. The test set is a sample of
-utterances (so resample them, keeping each utterance's errors of both systems together: the pairing removes the
-utterance's own difficulty), and training is a sample of seeds (so the statistic is the WER difference averaged
-over the seeds each system was trained with, on the same resampled utterances). With one seed this is the classic
-paired bootstrap.
+What it covers: the test set is a sample of utterances, so they are resampled, each utterance's errors of both
+systems kept together (the pairing removes the utterance's own difficulty); the statistic is the WER difference
+averaged over the training seeds, on the same resampled utterances. With one seed this is the classic paired
+bootstrap. Seeds are averaged, not resampled: the test says whether these trained models differ on this kind of
+data, not how a new seed would fall. With a handful of seeds, the per-seed differences (evidence.py reports them,
+and its `claim` asks them all to agree) are the check on training noise.
 
 The statistic is delta = mean over seeds of (WER_A - WER_B) in percentage points; with per-utterance error
 differences d_u = mean_s (e_A,s,u - e_B,s,u) and reference lengths n_u it is 100 * sum_u d_u / sum_u n_u. Each
 bootstrap sample draws the utterances with replacement and recomputes it. The two-sided p-value is
 2 * min(P*(delta <= 0), P*(delta >= 0)) (capped at 1): how often the resampled difference reaches the other side of
-zero; the 95 % interval is the 2.5th to 97.5th percentile of the resampled deltas.
+zero, each count plus one over the samples plus one when sampled (Davison and Hinkley 1997: a sampled p is never
+0); the 95 % interval is the 2.5th to 97.5th percentile of the resampled deltas.
 """
 from __future__ import annotations
 
@@ -66,7 +68,12 @@ def paired_bootstrap(
     else:
         draws = np.random.default_rng(seed).integers(0, len(n), size=(samples, len(n)))
     resampled = 100.0 * d[draws].sum(axis=1) / np.maximum(n[draws].sum(axis=1), 1e-12)
-    p = min(1.0, 2.0 * min(float(np.mean(resampled <= 0)), float(np.mean(resampled >= 0))))
+    at_or_below, at_or_above = int(np.sum(resampled <= 0)), int(np.sum(resampled >= 0))
+    if exact:
+        p = 2.0 * min(at_or_below, at_or_above) / len(resampled)
+    else:
+        p = 2.0 * (min(at_or_below, at_or_above) + 1) / (samples + 1)
+    p = min(1.0, p)
     low, high = np.percentile(resampled, [2.5, 97.5])
     return PairedTest(float(delta), p, float(low), float(high), len(n), a.shape[0], 0 if exact else samples)
 

@@ -139,9 +139,14 @@ def train_masked_lm(text: str, output_dir: str, options: TeacherTraining, init: 
     bar = Progress(total, "teacher MLM", unit="step")
     for epoch in range(options.epochs):
         model.train()
-        epoch_loss = 0.0
+        epoch_loss, used = 0.0, 0
         for indices in length_bucketed_batches(lengths, options.batch_size, rng):
             batch = collator([{"input_ids": encoded[i]} for i in indices])
+            if not bool((batch["labels"] != -100).any()):
+                # nothing masked (a small batch can draw no mask): no loss to learn from, and its NaN would make the
+                # epoch's reported loss NaN
+                bar.update(1, note=f"epoch {epoch + 1}/{options.epochs}, batch without a masked token skipped")
+                continue
             loss = masked_lm_loss(model, {k: v.to(options.device) for k, v in batch.items()})
             optimizer.zero_grad()
             loss.backward()
@@ -149,8 +154,9 @@ def train_masked_lm(text: str, output_dir: str, options: TeacherTraining, init: 
             optimizer.step()
             schedule.step()
             epoch_loss += loss.item()
+            used += 1
             bar.update(1, note=f"epoch {epoch + 1}/{options.epochs}, loss {loss.item():.3f}")
-        losses.append(epoch_loss / steps_per_epoch)
+        losses.append(epoch_loss / used if used else float("nan"))
         logging.info("teacher epoch %d/%d: MLM loss %.3f", epoch + 1, options.epochs, losses[-1])
     bar.close()
     accuracy = masked_accuracy(model, tokenizer, valid, options) if valid else float("nan")
