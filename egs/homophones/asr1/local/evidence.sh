@@ -9,13 +9,14 @@
 #
 # Seed 0 is the default run itself (./run.sh, skipped where done; exp/ becomes evidence/exp/seed0). Every other
 # seed, and every smaller paired-data size (aed and inter_aed_kd only: the KD gain), is one chain of run.sh stages in
-# its own directory under evidence/exp/; --nj chains run at once, one core each.
+# its own directory under evidence/exp/; --nj chains run at once, one thread each (all three by default: on two
+# cores the data-size chain then runs beside the seed chains, not after them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seeds="0 1 2"
 fractions="0.25"       # shares of the paired training utterances (the text-only part stays the same)
-nj=2                   # chains at once
+nj=3                   # chains at once
 out=evidence
 while [ $# -gt 0 ]; do
     case "$1" in
