@@ -111,6 +111,19 @@ def test_cli_writes_summary_tables_and_plots(tmp_path, capsys):
     row = next(line for line in md.splitlines() if line.startswith("| inter_aed_kd-vs-ctc | test |"))
     assert row.endswith(f"| {verdict(summary['tests']['inter_aed_kd-vs-ctc']['test'])} |")
     assert (out / "wer_vs_rtf.png").stat().st_size > 1000 and (out / "data_size.png").stat().st_size > 1000
+    assert sizes["0.5"]["seeds"] == [0, 1] and "| 0.5 | 5 | 0 1 | test |" in md
+    # the smaller sizes trained with seed 0 only: every size's row, the full data's too, uses seed 0 alone
+    seed0 = {k: v[:1] for k, v in HYPS.items() if k != "ctc/greedy"}
+    build(tmp_path / "half0", tmp_path / "data", seed0)
+    evidence_summary.main([
+        "--root", str(tmp_path / "exp"), "--data_dir", str(tmp_path / "data"), "--seeds", "0", "1",
+        "--systems", *HYPS, "--test_sets", "test", "--train_text", str(tmp_path / "train_text"),
+        "--sizes", f"0.5={tmp_path / 'half0'}", "--size_seeds", "0", "--samples", "100", "--output_dir", str(out)])
+    sizes = json.loads((out / "summary.json").read_text())["data_size"]
+    assert sizes["1.0"]["seeds"] == [0] and sizes["0.5"]["seeds"] == [0]
+    # seed 0 alone: aed 0 errors, inter_aed_kd 1 error of 9 words
+    assert sizes["1.0"]["gain"]["test"]["delta"] == pytest.approx(100 * 1 / 9)
+    assert "| 1.0 | 10 | 0 | test | 0.00 | 11.11 | +11.11 |" in (out / "RESULTS.md").read_text()
     with pytest.raises(SystemExit, match="--sizes needs --train_text"):
         evidence_summary.main(["--root", str(tmp_path / "exp"), "--data_dir", str(tmp_path / "data"), "--seeds", "0",
                                "--systems", "aed/greedy", "--test_sets", "dev", "--sizes", "0.5=x",

@@ -46,6 +46,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus_info", default=None, help="corpus_info.json: word errors by kind")
     p.add_argument("--train_text", default=None, help="the full paired training text (for --sizes)")
     p.add_argument("--sizes", nargs="*", default=[], metavar="FRACTION=ROOT")
+    p.add_argument("--size_seeds", type=int, nargs="+", default=None,
+                   help="the seeds trained at every paired-data size (default: --seeds); the full-data row uses them too")
     p.add_argument("--samples", type=int, default=10000, help="bootstrap samples")
     p.add_argument("--output_dir", required=True)
     p.add_argument("--command", default=None, help="the command that made the runs (recorded)")
@@ -74,18 +76,21 @@ def main(argv: Optional[List[str]] = None) -> None:
             if not args.train_text:
                 raise DataError("--sizes needs --train_text (the full paired training text)")
             full = len(read_table(args.train_text))
-            sizes = {"1.0": (results, full)}
+            size_seeds = args.size_seeds or args.seeds
+            at_full = results if size_seeds == args.seeds else collect(args.root, args.data_dir, size_seeds,
+                                                                       [AED, KD], args.test_sets)
+            sizes = {"1.0": (at_full, full)}
             for item in args.sizes:
                 fraction, sep, root = item.partition("=")
                 if not sep:
                     raise DataError(f"--sizes expects FRACTION=ROOT, not {item!r}")
-                sizes[str(float(fraction))] = (collect(root, args.data_dir, args.seeds, [AED, KD], args.test_sets),
+                sizes[str(float(fraction))] = (collect(root, args.data_dir, size_seeds, [AED, KD], args.test_sets),
                                                round(float(fraction) * full))
             summary["data_size"] = {}
             for fraction, (res, utterances) in sizes.items():
-                gain = summarise(res, args.seeds, [(KD, AED)], args.samples)
+                gain = summarise(res, size_seeds, [(KD, AED)], args.samples)
                 summary["data_size"][fraction] = {
-                    "utterances": utterances,
+                    "utterances": utterances, "seeds": list(size_seeds),
                     "aed": {t: gain["systems"][AED][t] for t in args.test_sets},
                     "inter_aed_kd": {t: gain["systems"][KD][t] for t in args.test_sets},
                     "gain": gain["tests"]["inter_aed_kd-vs-aed"],

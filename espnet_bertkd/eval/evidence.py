@@ -255,10 +255,12 @@ def render_markdown(summary: Mapping[str, object], test_sets: Sequence[str], plo
     sizes = summary.get("data_size")
     if sizes:
         lines += ["", "## KD gain as paired data shrinks (inter_aed_kd - aed, WER points)", "",
-                  "| paired data | utterances | set | aed | inter_aed_kd | gain | p |", "|---|---:|---|---:|---:|---:|---:|"]
+                  "| paired data | utterances | seeds | set | aed | inter_aed_kd | gain | p |",
+                  "|---|---:|---|---|---:|---:|---:|---:|"]
         for fraction, entry in sizes.items():
+            seeds_here = " ".join(str(s) for s in entry.get("seeds", summary["seeds"]))
             for t, g in entry["gain"].items():
-                lines.append(f"| {fraction} | {entry['utterances']} | {t} | {fmt_mean_std(entry['aed'][t])} | "
+                lines.append(f"| {fraction} | {entry['utterances']} | {seeds_here} | {t} | {fmt_mean_std(entry['aed'][t])} | "
                              f"{fmt_mean_std(entry['inter_aed_kd'][t])} | {g['delta']:+.2f} | {g['p']:.4f} |")
     return "\n".join(lines) + "\n"
 
