@@ -47,7 +47,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--train_text", default=None, help="the full paired training text (for --sizes)")
     p.add_argument("--sizes", nargs="*", default=[], metavar="FRACTION=ROOT")
     p.add_argument("--size_seeds", type=int, nargs="+", default=None,
-                   help="the seeds trained at every paired-data size (default: --seeds); the full-data row uses them too")
+                   help="the seeds trained at every paired-data size (default: --seeds); the full-data row "
+                        "uses them too")
     p.add_argument("--samples", type=int, default=10000, help="bootstrap samples")
     p.add_argument("--output_dir", required=True)
     p.add_argument("--command", default=None, help="the command that made the runs (recorded)")

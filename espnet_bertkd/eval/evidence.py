@@ -258,9 +258,10 @@ def render_markdown(summary: Mapping[str, object], test_sets: Sequence[str], plo
                   "| paired data | utterances | seeds | set | aed | inter_aed_kd | gain | p |",
                   "|---|---:|---|---|---:|---:|---:|---:|"]
         for fraction, entry in sizes.items():
-            seeds_here = " ".join(str(s) for s in entry.get("seeds", summary["seeds"]))
+            seeds_here = " ".join(str(s) for s in entry["seeds"])
             for t, g in entry["gain"].items():
-                lines.append(f"| {fraction} | {entry['utterances']} | {seeds_here} | {t} | {fmt_mean_std(entry['aed'][t])} | "
+                lines.append(f"| {fraction} | {entry['utterances']} | {seeds_here} | {t} | "
+                             f"{fmt_mean_std(entry['aed'][t])} | "
                              f"{fmt_mean_std(entry['inter_aed_kd'][t])} | {g['delta']:+.2f} | {g['p']:.4f} |")
     return "\n".join(lines) + "\n"
 

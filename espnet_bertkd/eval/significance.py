@@ -6,7 +6,7 @@ systems kept together (the pairing removes the utterance's own difficulty); the 
 averaged over the training seeds, on the same resampled utterances. With one seed this is the classic paired
 bootstrap. Seeds are averaged, not resampled: the test says whether these trained models differ on this kind of
 data, not how a new seed would fall. With a handful of seeds, the per-seed differences (evidence.py reports them,
-and its `claim` asks them all to agree) are the check on training noise.
+and its `verdict` asks them all to agree) are the check on training noise.
 
 The statistic is delta = mean over seeds of (WER_A - WER_B) in percentage points; with per-utterance error
 differences d_u = mean_s (e_A,s,u - e_B,s,u) and reference lengths n_u it is 100 * sum_u d_u / sum_u n_u. Each
