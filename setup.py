@@ -15,14 +15,19 @@ install_requires = [
     "tokenizers>=0.20",
     "sentencepiece>=0.2.0",
     "kaldiio>=2.18",
-    "jiwer>=3.0",
     "soundfile>=0.12",
-    "espeakng-loader>=0.2.4",  # eSpeak NG library + data for the synthetic corpus (espnet_bertkd.corpus)
     "tqdm>=4.60",
     "tensorboard>=2.14",  # ESPnet's trainer writes tensorboard logs
-    "matplotlib>=3.7",  # ESPnet's training-curve images
+    "matplotlib>=3.7",  # ESPnet's trainer plots the training curves every epoch (ESPnet lists it only as an extra)
     "numpy>=1.24",
-    "scipy>=1.10",  # resampling and noise in the corpus generator
+]
+
+# The recipe toolkit (espnet_bertkd.recipe) and the embedded recipe's corpus generator (egs/homophones/asr1/local)
+# need these; the plugin does not (`pip install espnet-bertkd[recipe]`, which tools/install.sh does).
+recipe_requires = [
+    "jiwer>=3.0",  # scoring (espnet_bertkd.recipe.score)
+    "espeakng-loader>=0.2.4",  # eSpeak NG library + data for the synthetic corpus
+    "scipy>=1.10",  # resampling and noise in the corpus generator (ESPnet itself also depends on it)
 ]
 
 setup(
@@ -35,6 +40,6 @@ setup(
     python_requires=">=3.10,<3.14",
     packages=find_packages(include=["espnet_bertkd", "espnet_bertkd.*"]),
     install_requires=install_requires,
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"recipe": recipe_requires, "test": ["pytest>=7", *recipe_requires]},
     license="Apache-2.0",
 )

@@ -17,7 +17,8 @@ import time
 import torch
 
 from espnet_bertkd.kd.build_teacher import build_bert
-from espnet_bertkd.kd.teacher import MaskedLMTeacher, TeacherConfig
+from espnet_bertkd.kd.teacher_config import TeacherConfig
+from espnet_bertkd.kd.teacher import MaskedLMTeacher
 
 SIZES = {"small": dict(hidden_size=256, num_layers=4, num_heads=4), "base": dict(hidden_size=768, num_layers=12,
                                                                                   num_heads=12)}

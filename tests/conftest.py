@@ -3,10 +3,15 @@ ESPnet's own argument parser and ASRTask.build_model (so registration and config
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 from typing import Dict, List, Sequence
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The embedded recipe's own code (its corpus generator and analyses), as its scripts see it: local/ on the path.
+HOMOPHONES_LOCAL = Path(__file__).resolve().parents[1] / "egs" / "homophones" / "asr1" / "local"
+sys.path.insert(0, str(HOMOPHONES_LOCAL))
 
 import pytest
 import torch
@@ -99,7 +104,8 @@ def soft_label_kwargs(teacher_dir: str, texts: Sequence[str], topk: int = 4) -> 
     scored in one sorted batch, as the online path does, so both give bit-identical arrays.
     """
     from espnet_bertkd.kd.soft_labels import collate_arrays, pack
-    from espnet_bertkd.kd.teacher import MaskedLMTeacher, TeacherConfig
+    from espnet_bertkd.kd.teacher_config import TeacherConfig
+    from espnet_bertkd.kd.teacher import MaskedLMTeacher
 
     key = (teacher_dir, tuple(texts), topk)
     if key not in _SOFT_LABELS:

@@ -18,7 +18,7 @@ import soundfile
 import yaml
 
 from conftest import TEXTS, TOKENS
-from espnet_bertkd.bin import validate_data_dir as validate_cli
+from espnet_bertkd.recipe.bin import validate_data_dir as validate_cli
 from espnet_bertkd.launch import preflight
 from espnet_bertkd.tasks.preflight import DATA_CHECK_ENV
 
@@ -172,7 +172,7 @@ def test_unsorted_text_names_the_fix(recipe):
     (recipe / "data/train/text").write_text("".join([lines[1], lines[0]] + lines[2:]))
     msg = refused(recipe, train_argv(recipe))
     assert f"{recipe}/data/train/text:2: utterance {utt('train', 0)}: not sorted" in msg
-    assert f"python -m espnet_bertkd.bin.validate_data_dir {recipe}/data/train --fix" in msg
+    assert f"python -m espnet_bertkd.recipe.bin.validate_data_dir {recipe}/data/train --fix" in msg
 
 
 def test_utterance_missing_from_text_or_extra_in_text(recipe):
@@ -213,7 +213,7 @@ def test_character_outside_the_char_token_list(recipe):
 
 @pytest.fixture
 def bpe(recipe) -> Path:
-    from espnet_bertkd.text.bpe import train_bpe
+    from espnet_bertkd.recipe.tokens import train_bpe
 
     corpus = recipe / "bpe_text"
     corpus.write_text("".join(f"u{i:03d} {t}\n" for i, t in enumerate(TEXTS * 5)))

@@ -7,8 +7,8 @@ from typing import List
 
 import pytest
 
-from espnet_bertkd.bin import train_bpe as cli
-from espnet_bertkd.text.bpe import check_token_list, make_token_list, spm_token_list, train_bpe
+from espnet_bertkd.recipe.bin import train_bpe as cli
+from espnet_bertkd.recipe.tokens import check_token_list, make_token_list, spm_token_list, train_bpe
 from espnet_bertkd.utils.fileio import DataError
 
 SENTENCES = [

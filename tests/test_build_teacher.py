@@ -2,7 +2,7 @@
 huggingface/tokenizers#1794), so a re-run recipe rebuilds the same teacher, soft labels and KD models."""
 from __future__ import annotations
 
-from espnet_bertkd.corpus.text import generate_text
+from homophones.text import generate_text
 from espnet_bertkd.kd.build_teacher import CONTINUATION_PREFIX, SPECIAL_TOKENS, build_wordpiece_tokenizer
 
 

@@ -1,4 +1,4 @@
-"""The synthetic corpus generator (espnet_bertkd.corpus): text splits, eSpeak NG synthesis, LibriSpeech layout."""
+"""The synthetic corpus generator (homophones): text splits, eSpeak NG synthesis, LibriSpeech layout."""
 from __future__ import annotations
 
 import hashlib
@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from espnet_bertkd.corpus import PRESETS, CorpusConfig, CorpusOptionsError, HOMOPHONE_SETS, generate_text, make_corpus
-from espnet_bertkd.corpus import librispeech_layout as layout
-from espnet_bertkd.corpus import speech, voices
-from espnet_bertkd.corpus.build import plan_corpus, synthesize_job
-from espnet_bertkd.corpus.grammar import Grammar, GrammarError, fix_articles
-from espnet_bertkd.corpus.text import lexicon
+from homophones import PRESETS, CorpusConfig, CorpusOptionsError, HOMOPHONE_SETS, generate_text, make_corpus
+from homophones import librispeech_layout as layout
+from homophones import speech, voices
+from homophones.build import plan_corpus, synthesize_job
+from homophones.grammar import Grammar, GrammarError, fix_articles
+from homophones.text import lexicon
 
 # Spellings eSpeak NG says almost, not exactly, like the rest of their group (voice -> words).
 NEAR_HOMOPHONES = {"en-us": {"THEY'RE"}, "en": {"THEY'RE", "ONE"}}
@@ -344,7 +344,7 @@ def test_plan_is_cheap_and_consistent(tmp_path):
 
 
 def test_cli(tmp_path):
-    from espnet_bertkd.bin.make_corpus import config_from_args, get_parser, main
+    from make_corpus import config_from_args, get_parser, main
 
     args = get_parser().parse_args(["--output_dir", "x", "--size", "smoke", "--num_train", "7", "--seed", "5"])
     config = config_from_args(args)

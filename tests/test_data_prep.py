@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import soundfile
 
-from espnet_bertkd.bin import prepare_librispeech as prepare_cli
-from espnet_bertkd.bin import prepare_lm_text as lm_cli
-from espnet_bertkd.bin import combine_data_dirs as combine_cli
-from espnet_bertkd.bin import validate_data_dir as validate_cli
-from espnet_bertkd.data.datadir import combine_data_dirs, fix_data_dir, validate_data_dir
-from espnet_bertkd.data.librispeech import kaldi_set_name, prepare_librispeech, prepare_lm_text, scan_set
+from espnet_bertkd.recipe.bin import prepare_librispeech as prepare_cli
+from espnet_bertkd.recipe.bin import prepare_lm_text as lm_cli
+from espnet_bertkd.recipe.bin import combine_data_dirs as combine_cli
+from espnet_bertkd.recipe.bin import validate_data_dir as validate_cli
+from espnet_bertkd.recipe.datadir import combine_data_dirs, fix_data_dir
+from espnet_bertkd.tasks.data_check import validate_data_dir
+from espnet_bertkd.recipe.librispeech import kaldi_set_name, prepare_librispeech, prepare_lm_text, scan_set
 from espnet_bertkd.utils.fileio import DataError
 
 # reader -> chapter -> {utterance number: transcript}. Chapters 1240 and 12400 of one reader check C order:

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from espnet_bertkd.asr.decode_jobs import merge_decode_dirs, merge_speed
+from espnet_bertkd.recipe.decode_jobs import merge_decode_dirs, merge_speed
 from espnet_bertkd.asr.speed import speed_record, write_speed
-from espnet_bertkd.bin import merge_decode
+from espnet_bertkd.recipe.bin import merge_decode
 from espnet_bertkd.utils.fileio import DataError
 
 

@@ -229,7 +229,7 @@ def test_train_decode_export(workdir: Path, teacher_dir: str, monkeypatch) -> No
     assert speed["inference_params"] == params  # greedy decoding uses exactly the exported model's parameters
 
     # 7b. the same decoding split into two jobs (--key_file) and merged equals the single run, as asr.sh stage 7 does
-    from espnet_bertkd.bin import merge_decode, split_scp
+    from espnet_bertkd.recipe.bin import merge_decode, split_scp
 
     split_scp.main(["--nj", "2", "data/dev/wav.scp", str(root / "split/keys.JOB.scp")])
     for job in (1, 2):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from espnet_bertkd.bin import evidence_summary
-from espnet_bertkd.eval.evidence import claim, collect, summarise, verdict
+import evidence_summary
+from homophones.evidence import claim, collect, summarise, verdict
 
 REF = {"u1": "THEIR DOG RAN", "u2": "I SEE THE SEA", "u3": "TWO BOOKS"}
 # hypotheses per system and seed (word errors in brackets)

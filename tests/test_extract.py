@@ -15,7 +15,8 @@ from conftest import TEXTS
 from espnet_bertkd.bin.extract_soft_labels import main as cli_main
 from espnet_bertkd.kd.extract import chunk_paths, extract, job_range, neighbour_contexts, read_text
 from espnet_bertkd.kd.soft_labels import KD_DATA_NAMES, KD_PROB, KD_TOKEN, META_FILE, check_coverage, pack
-from espnet_bertkd.kd.teacher import MaskedLMTeacher, TeacherConfig
+from espnet_bertkd.kd.teacher_config import TeacherConfig
+from espnet_bertkd.kd.teacher import MaskedLMTeacher
 
 TOPK = 4
 UTTS = [f"1089-134686-{i:04d}" for i in range(len(TEXTS))]

@@ -10,11 +10,11 @@ from typing import List
 
 import pytest
 
-from espnet_bertkd.bin import launch_jobs as cli
-from espnet_bertkd.bin import split_scp as split_cli
+from espnet_bertkd.recipe.bin import run_jobs as cli
+from espnet_bertkd.recipe.bin import split_scp as split_cli
 from espnet_bertkd.utils.fileio import DataError
-from espnet_bertkd.utils.launcher import JobsFailed, launch, run_local, slurm_script
-from espnet_bertkd.utils.scp import merge_scp, split_scp
+from espnet_bertkd.recipe.jobs import JobsFailed, launch, run_local, slurm_script
+from espnet_bertkd.recipe.scp import merge_scp, split_scp
 
 # A job that records its start and end in EVENTS, and the number of jobs running at its start (RUNNING is a counter
 # file all jobs update under one lock).
@@ -216,7 +216,7 @@ def test_split_and_merge_scp(tmp_path, capsys):
 
 def test_local_jobs_share_the_cores(tmp_path, monkeypatch):
     """N local jobs at once get cores/N threads each (oversubscribed PyTorch threads spin), unless the user set it."""
-    from espnet_bertkd.utils.launcher import job_environment
+    from espnet_bertkd.recipe.jobs import job_environment
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)

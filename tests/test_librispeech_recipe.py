@@ -1,4 +1,4 @@
-"""The LibriSpeech recipes (egs/librispeech*/asr1/run.sh) and their shared configs (conf/):
+"""The LibriSpeech recipes (egs/librispeech*/asr1/run.sh) and their configs (egs/librispeech*/asr1/conf/):
 
 - stage 1 of each recipe on a LibriSpeech-layout fixture (every set, tiny FLACs): the data directories ESPnet's
   recipes use (train_960 = the three training sets, dev = dev-clean + dev-other, the test sets) and the LM text,
@@ -27,7 +27,7 @@ import torch
 import yaml
 
 from conftest import TEXTS, TOKENS, encode_text, soft_label_kwargs
-from espnet_bertkd.data.datadir import validate_data_dir
+from espnet_bertkd.tasks.data_check import validate_data_dir
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = {"librispeech": REPO / "egs/librispeech/asr1", "librispeech_100": REPO / "egs/librispeech_100/asr1"}
@@ -90,7 +90,7 @@ def run_recipe(corpus: str, *args: str, cwd: Path | None = None) -> subprocess.C
 
 def repo_state() -> str:
     """Everything git sees (untracked and ignored files included) under the recipes and the shared configs."""
-    paths = ["egs/librispeech", "egs/librispeech_100", "conf"]
+    paths = ["egs/librispeech", "egs/librispeech_100"]
     return subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all", "--", *paths],
                           cwd=REPO, capture_output=True, text=True, check=True).stdout
 
@@ -189,8 +189,8 @@ def test_run_sh_names_existing_configs(corpus):
     systems = re.search(r'^ +--systems "([^"]+)"', text, re.M).group(1).split()
     assert systems == list(SYSTEMS)
     conf_dir = RECIPES[corpus] / re.search(r"--asr_config_dir (\S+)", text).group(1)
-    assert conf_dir.resolve() == REPO / "conf" / corpus
-    assert sorted(p.name for p in conf_dir.iterdir()) == sorted(f"train_asr_{s}.yaml" for s in SYSTEMS)
+    assert conf_dir.resolve() == REPO / "egs" / corpus / "asr1" / "conf"
+    assert sorted(p.name for p in conf_dir.glob("train_asr_*.yaml")) == sorted(f"train_asr_{s}.yaml" for s in SYSTEMS)
     for option in ("--lm_config", "--inference_config"):
         assert (RECIPES[corpus] / re.search(rf"{option} (\S+)", text).group(1)).is_file(), option
     assert "--nbpe 5000" in text and "--teacher \"${teacher}\"" in text and "teacher=bert-base-uncased" in text
@@ -202,7 +202,7 @@ def test_run_sh_names_existing_configs(corpus):
 
 
 def load(corpus: str, system: str) -> Dict:
-    return yaml.safe_load((REPO / "conf" / corpus / f"train_asr_{system}.yaml").read_text())
+    return yaml.safe_load((REPO / "egs" / corpus / "asr1" / "conf" / f"train_asr_{system}.yaml").read_text())
 
 
 @pytest.mark.parametrize("corpus", list(RECIPES))
@@ -223,7 +223,7 @@ def test_systems_differ_only_in_the_method(corpus):
         mc = conf["model_conf"]
         assert conf["model"] == "bertkd" and mc["kd_layers"] == KD_LAYERS[system], system
         assert conf["best_model_criterion"] == [["valid", "cer_ctc", "min"]] and conf["keep_nbest_models"] == 10
-        text = (REPO / "conf" / corpus / f"train_asr_{system}.yaml").read_text()
+        text = (REPO / "egs" / corpus / "asr1" / "conf" / f"train_asr_{system}.yaml").read_text()
         assert bool(re.search(r"^ *teacher:", text, re.M)) == (system in DECODER_SYSTEMS), system
         if system in DECODER_SYSTEMS:
             assert mc["teacher"] == {"model": "bert-base-uncased", "mode": "cached", "topk": 8, "temperature": 1.0}
@@ -273,7 +273,7 @@ def stats_file(tmp_path_factory) -> Path:
 def parse_asr_config(corpus, system, token_list, stats_file, teacher_dir) -> argparse.Namespace:
     from espnet2.tasks.asr import ASRTask
 
-    argv = ["--config", str(REPO / "conf" / corpus / f"train_asr_{system}.yaml"), "--token_list", str(token_list),
+    argv = ["--config", str(REPO / "egs" / corpus / "asr1" / "conf" / f"train_asr_{system}.yaml"), "--token_list", str(token_list),
             "--normalize", "global_mvn", "--normalize_conf", f"stats_file={stats_file}"]  # as asr.sh passes them
     if system in DECODER_SYSTEMS:  # as asr.sh passes --teacher: the tiny local teacher stands in for bert-base
         argv += ["--model_conf", f"teacher.model={teacher_dir}"]
@@ -359,7 +359,7 @@ def test_lm_config_trains_one_step(token_list, one_thread):
     from espnet2.tasks.abs_task import scheduler_classes
     from espnet2.tasks.lm import LMTask
 
-    args = LMTask.get_parser().parse_args(["--config", str(REPO / "conf/train_lm_transformer.yaml"),
+    args = LMTask.get_parser().parse_args(["--config", str(REPO / "egs/librispeech/asr1/conf/train_lm_transformer.yaml"),
                                            "--token_list", str(token_list)])
     assert (args.lm_conf["layer"], args.lm_conf["att_unit"], args.lm_conf["head"]) == (16, 512, 8)
     torch.manual_seed(0)
@@ -381,7 +381,7 @@ def test_lm_config_trains_one_step(token_list, one_thread):
 def test_decode_config_parses(tmp_path):
     from espnet2.bin.asr_inference import get_parser
 
-    args = get_parser().parse_args(["--config", str(REPO / "conf/decode_sf.yaml"), "--output_dir", str(tmp_path),
+    args = get_parser().parse_args(["--config", str(REPO / "egs/librispeech/asr1/conf/decode_sf.yaml"), "--output_dir", str(tmp_path),
                                     "--data_path_and_name_and_type", "wav.scp,speech,sound"])
     # a CTC-only model: CTC takes the whole weight (ESPnet's 0.3 is the CTC share against an attention decoder)
     assert (args.beam_size, args.ctc_weight, args.lm_weight, args.nbest) == (10, 1.0, 0.6, 1)

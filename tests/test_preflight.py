@@ -7,8 +7,8 @@ import pytest
 from conftest import TEXTS
 from espnet_bertkd.kd.build_teacher import build_bert
 from espnet_bertkd.kd.extract import extract
-from espnet_bertkd.kd.teacher import TeacherConfig
-from espnet_bertkd.tasks.asr import check_training_args
+from espnet_bertkd.kd.teacher_config import TeacherConfig
+from espnet_bertkd.tasks.preflight import check_soft_labels
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +37,17 @@ def parse(root, teacher, kd=True, **extra):
 
 
 def test_complete_labels_pass(labelled, teacher_dir):
-    check_training_args(parse(labelled, {"model": teacher_dir, "topk": 4}))
+    check_soft_labels(parse(labelled, {"model": teacher_dir, "topk": 4}))
 
 
 def test_missing_inputs_named(labelled, teacher_dir):
     with pytest.raises(ValueError, match="kd_token.*extract_soft_labels"):
-        check_training_args(parse(labelled, {"model": teacher_dir, "topk": 4}, kd=False))
+        check_soft_labels(parse(labelled, {"model": teacher_dir, "topk": 4}, kd=False))
 
 
 def test_online_and_collect_stats_need_no_labels(labelled, teacher_dir):
-    check_training_args(parse(labelled, {"model": teacher_dir, "mode": "online"}, kd=False))
-    check_training_args(parse(labelled, {"model": teacher_dir, "topk": 4}, kd=False, collect_stats=True))
+    check_soft_labels(parse(labelled, {"model": teacher_dir, "mode": "online"}, kd=False))
+    check_soft_labels(parse(labelled, {"model": teacher_dir, "topk": 4}, kd=False, collect_stats=True))
 
 
 def test_missing_utterance_named(labelled, teacher_dir, tmp_path):
@@ -57,12 +57,12 @@ def test_missing_utterance_named(labelled, teacher_dir, tmp_path):
         (tmp_path / "kd" / f"{name}.scp").write_text("\n".join(l for l in lines if not l.startswith("utt3 ")) + "\n")
     (tmp_path / "text").write_text((labelled / "text").read_text())
     with pytest.raises(ValueError, match="utt3"):
-        check_training_args(parse(tmp_path, {"model": teacher_dir, "topk": 4}))
+        check_soft_labels(parse(tmp_path, {"model": teacher_dir, "topk": 4}))
 
 
 def test_other_topk_or_teacher_refused(labelled, teacher_dir, tmp_path):
     with pytest.raises(ValueError, match="topk"):
-        check_training_args(parse(labelled, {"model": teacher_dir, "topk": 8}))
+        check_soft_labels(parse(labelled, {"model": teacher_dir, "topk": 8}))
     other = build_bert(["completely different words here"] * 5, str(tmp_path / "other"), vocab_size=60)
     with pytest.raises(ValueError, match="vocab_hash"):
-        check_training_args(parse(labelled, {"model": other, "topk": 4}))
+        check_soft_labels(parse(labelled, {"model": other, "topk": 4}))

@@ -18,7 +18,7 @@ def run(code: str) -> None:
 
 
 def test_light_import_does_not_load_espnet():
-    run("import sys\nimport espnet_bertkd.utils.scp, espnet_bertkd.eval.score\n"
+    run("import sys\nimport espnet_bertkd.recipe.scp, espnet_bertkd.recipe.score\n"
         "assert 'espnet2' not in sys.modules and 'torch' not in sys.modules, sorted(sys.modules)\n")
 
 

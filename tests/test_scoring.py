@@ -7,10 +7,10 @@ from typing import Dict, Optional
 
 import pytest
 
-from espnet_bertkd.bin import make_results as results_cli
-from espnet_bertkd.bin import score as score_cli
-from espnet_bertkd.eval.results import collect, make_results
-from espnet_bertkd.eval.score import score_texts, write_results
+from espnet_bertkd.recipe.bin import make_results as results_cli
+from espnet_bertkd.recipe.bin import score as score_cli
+from espnet_bertkd.recipe.results import collect, make_results
+from espnet_bertkd.recipe.score import score_texts, write_results
 from espnet_bertkd.utils.fileio import DataError
 
 
@@ -170,10 +170,10 @@ def test_collect_rows(exp):
 def test_make_results(exp, tmp_path):
     md, png = make_results(exp, tmp_path / "out", systems=["ctc", "inter_aed_kd"],
                            test_sets=["test_clean", "test_other"], params={"inter_aed_kd": 26_000_000},
-                           command="python -m espnet_bertkd.bin.make_results --exp_dir exp", date="2025-01-02T03:04")
+                           command="python -m espnet_bertkd.recipe.bin.make_results --exp_dir exp", date="2025-01-02T03:04")
     text = md.read_text()
     assert "- date: 2025-01-02T03:04" in text
-    assert "- command: `python -m espnet_bertkd.bin.make_results --exp_dir exp`" in text
+    assert "- command: `python -m espnet_bertkd.recipe.bin.make_results --exp_dir exp`" in text
     assert ("| system / decoding | test_clean | test_other | test_clean CER | test_other CER | RTF | utt/s | params |\n"
             "|---|---:|---:|---:|---:|---:|---:|---:|\n") \
         in text
@@ -197,7 +197,7 @@ def test_make_results_cli(exp, capsys):
     results_cli.main(["--exp_dir", str(exp), "--params", "ctc/greedy=1000000"])
     assert "results.png" in capsys.readouterr().out
     text = (exp / "RESULTS.md").read_text()
-    assert f"- command: `python -m espnet_bertkd.bin.make_results --exp_dir {exp} --params ctc/greedy=1000000`" \
+    assert f"- command: `python -m espnet_bertkd.recipe.bin.make_results --exp_dir {exp} --params ctc/greedy=1000000`" \
         in text
     assert "- teacher:" not in text
     accuracy = write(exp / "teacher_accuracy.json", json.dumps({"summary": "top-1 0.712 of 1664 teacher tokens"}))
@@ -214,7 +214,7 @@ def test_make_results_cli(exp, capsys):
 
 
 def test_homophone_errors_hand_checked(tmp_path):
-    from espnet_bertkd.eval.homophones import count_homophone_errors, percent
+    from homophones.errors import count_homophone_errors, percent
 
     # THEIR->THERE confused, KNIGHT correct, TWO->TEN other error, SEE deleted; BOOKS correct, RODE->ROAD confused,
     # THE->A wrong; the inserted THERE has no reference word and is not counted.
@@ -235,7 +235,7 @@ def test_homophone_errors_hand_checked(tmp_path):
 
 
 def test_homophone_errors_cli(tmp_path, capsys):
-    from espnet_bertkd.bin import homophone_errors
+    import homophone_errors
 
     ref = write(tmp_path / "ref", "u1 THEY PUT THEIR BOOKS OVER THERE\n")
     write(tmp_path / "a" / "1best_recog" / "text", "u1 THEY PUT THERE BOOKS OVER THERE\n")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from espnet_bertkd.eval.significance import paired_bootstrap, seed_spread
+from espnet_bertkd.recipe.significance import paired_bootstrap, seed_spread
 
 
 def test_hand_computed_example():

@@ -25,7 +25,9 @@ from espnet_bertkd.kd.soft_labels import (
     unpack,
     write_meta,
 )
-from espnet_bertkd.kd.teacher import MaskedLMTeacher, SoftLabels, TeacherConfig
+from espnet_bertkd.kd.teacher_config import TeacherConfig
+from espnet_bertkd.kd.soft_labels import SoftLabels
+from espnet_bertkd.kd.teacher import MaskedLMTeacher
 
 TOPK = 4
 

@@ -10,7 +10,8 @@ import pytest
 from conftest import TEXTS
 from espnet_bertkd.bin.teacher_accuracy import main as cli_main
 from espnet_bertkd.kd.extract import extract
-from espnet_bertkd.kd.teacher import MaskedLMTeacher, TeacherConfig
+from espnet_bertkd.kd.teacher_config import TeacherConfig
+from espnet_bertkd.kd.teacher import MaskedLMTeacher
 from espnet_bertkd.kd.teacher_accuracy import teacher_accuracy
 from espnet_bertkd.utils.fileio import DataError
 

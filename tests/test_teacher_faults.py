@@ -78,7 +78,8 @@ OFFLINE_SCRIPT = textwrap.dedent(
     """
     import json, os, sys
     from espnet_bertkd.kd.extract import extract
-    from espnet_bertkd.kd.teacher import MaskedLMTeacher, TeacherConfig, load_teacher_vocab_size, load_vocab_hash
+    from espnet_bertkd.kd.teacher_config import TeacherConfig
+    from espnet_bertkd.kd.teacher import MaskedLMTeacher, load_teacher_vocab_size, load_vocab_hash
 
     out, text = sys.argv[1], sys.argv[2]
     result = {"hash": load_vocab_hash("bert-base-uncased")}
@@ -335,20 +336,20 @@ def labelled(tmp_path_factory, teacher_dir) -> Path:
 
 
 def test_preflight_vocab_size_differs_from_the_labels(labelled, teacher_dir, teacher_vocab):
-    from espnet_bertkd.tasks.asr import check_training_args
+    from espnet_bertkd.tasks.preflight import check_soft_labels
 
     teacher = {"model": teacher_dir, "topk": TOPK, "vocab_size": 40}
     with pytest.raises(ValueError, match=rf"vocab_size={teacher_vocab}.* asks for vocab_size=40"):
-        check_training_args(preflight_args(labelled, teacher))
+        check_soft_labels(preflight_args(labelled, teacher))
 
 
 def test_preflight_teacher_not_here_warns_with_both_ids(labelled, teacher_dir, tmp_path, caplog):
-    from espnet_bertkd.tasks.asr import check_training_args
+    from espnet_bertkd.tasks.preflight import check_soft_labels
 
     elsewhere = str(tmp_path / "teacher_on_another_machine")
     teacher = {"model": elsewhere, "topk": TOPK, "vocab_size": load_teacher_vocab_size(teacher_dir)}
     with caplog.at_level(logging.WARNING):
-        check_training_args(preflight_args(labelled, teacher))
+        check_soft_labels(preflight_args(labelled, teacher))
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(elsewhere in w and teacher_dir in w and "cannot load" in w for w in warnings), warnings
 

@@ -8,7 +8,8 @@ import random
 import pytest
 
 from espnet_bertkd.bin import train_teacher
-from espnet_bertkd.kd.teacher import MaskedLMTeacher, TeacherConfig
+from espnet_bertkd.kd.teacher_config import TeacherConfig
+from espnet_bertkd.kd.teacher import MaskedLMTeacher
 
 SUBJECTS = ["THE KNIGHT", "THE GIRL", "MY FATHER", "HER SON"]
 PLACES = ["OVER THERE", "AT NIGHT", "BY THE SEA", "IN THE PARK"]

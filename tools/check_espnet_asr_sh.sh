@@ -4,7 +4,7 @@
 #   ctc        model: bertkd with kd_layers [] and ctc_weight 1.0 (a plain ESPnet CTC model)
 #   kd_online  KD decoders at blocks 1 and 2, teacher mode online
 #   kd_cached  the same with cached soft labels (extract_soft_labels), passed as data through --asr_args
-# on a tiny offline corpus (espnet_bertkd.bin.make_corpus) with a tiny teacher (espnet_bertkd.bin.train_teacher).
+# on a tiny offline corpus (egs/homophones/asr1/local/make_corpus.py) with a tiny teacher (espnet_bertkd.bin.train_teacher).
 #
 #   tools/check_espnet_asr_sh.sh --espnet_root ~/espnet [--workdir DIR] [--python PY] [--fresh true]
 #
@@ -106,7 +106,7 @@ step() {  # step NAME LOG CMD...: run CMD with its output in LOG; on failure sho
 }
 
 # ---- 2. data: a tiny synthetic corpus (eSpeak NG, 16 kHz FLAC), data/<set> and dump/raw/<set> (asr.sh stages 3-4)
-step "corpus" logs/corpus.log "${python}" -m espnet_bertkd.bin.make_corpus --output_dir downloads/corpus \
+step "corpus" logs/corpus.log "${python}" "${tools_dir}/../egs/homophones/asr1/local/make_corpus.py" --output_dir downloads/corpus \
     --size smoke --num_train 40 --num_dev 10 --num_test 10 --num_dev_other 0 --num_test_other 0 --lm_ratio 5 \
     --nj 2 --no_progress
 [ -f dump/raw/lm_train.txt ] || step "data dirs" logs/dump.log "${python}" "${helper}" dump --corpus downloads/corpus \

@@ -35,7 +35,7 @@ MODEL_FILE = "valid.cer_ctc.ave.pth"
 def dump(args: argparse.Namespace) -> None:
     data = os.path.join(args.recipe, "data")
     subprocess.run(
-        [sys.executable, "-m", "espnet_bertkd.bin.prepare_librispeech", "--root", args.corpus, "--data_dir", data,
+        [sys.executable, "-m", "espnet_bertkd.recipe.bin.prepare_librispeech", "--root", args.corpus, "--data_dir", data,
          *SETS], check=True)
     raw = os.path.join(args.recipe, "dump", "raw")
     for name in SETS.values():

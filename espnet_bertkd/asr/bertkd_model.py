@@ -27,6 +27,7 @@ from espnet_bertkd.kd.online import OnlineSoftLabels
 from espnet_bertkd.kd.soft_labels import KD_PROB, KD_TOKEN, KDTargets, batch_targets
 from espnet_bertkd.kd.teacher import load_teacher_vocab_size
 
+MODEL_NAME = "bertkd"  # the `model:` value ESPnet configs use (registered by espnet_bertkd.tasks.asr)
 _ESPNET_INIT = inspect.signature(ESPnetASRModel.__init__)
 
 

@@ -15,8 +15,7 @@ import torch
 import yaml
 from espnet2.asr.espnet_model import ESPnetASRModel
 
-from espnet_bertkd.asr.bertkd_model import ESPnetBertKDModel
-from espnet_bertkd.tasks.asr import MODEL_NAME
+from espnet_bertkd.asr.bertkd_model import MODEL_NAME, ESPnetBertKDModel
 
 ESPNET_MODEL_KEYS = frozenset(inspect.signature(ESPnetASRModel.__init__).parameters) - {"self"}
 

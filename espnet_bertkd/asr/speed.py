@@ -22,22 +22,6 @@ def speed_record(utterances: int, compute_seconds: float, audio_seconds: Optiona
     }
 
 
-def merge_speed(records: Sequence[Dict]) -> Dict:
-    """One speed record for several jobs: sums of work and time, the decoder name of the first job."""
-    audio = [r.get("audio_seconds") for r in records]
-    merged = speed_record(
-        sum(r["utterances"] for r in records),
-        sum(r["compute_seconds"] for r in records),
-        None if None in audio else sum(audio),
-    )
-    extra = {k: v for k, v in records[0].items() if k not in merged}
-    if "batches" in extra:
-        extra["batches"] = sum(r.get("batches", 0) for r in records)
-    if "largest_batch" in extra:
-        extra["largest_batch"] = max(r.get("largest_batch", 0) for r in records)
-    return {**merged, **extra, "jobs": len(records)}
-
-
 def write_speed(directory: str | Path, record: Dict) -> None:
     atomic_write_text(Path(directory) / "speed.json", json.dumps(record, indent=2) + "\n")
 

@@ -13,7 +13,7 @@ import sys
 from typing import List, Optional
 
 from espnet_bertkd.kd.extract import extract
-from espnet_bertkd.kd.teacher import TEACHER_DTYPES, TeacherConfig
+from espnet_bertkd.kd.teacher_config import TEACHER_DTYPES, TeacherConfig
 
 
 def get_parser() -> argparse.ArgumentParser:

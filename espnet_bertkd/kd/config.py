@@ -12,7 +12,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Collection, List, Mapping, Optional, Sequence
 
-from espnet_bertkd.kd.teacher import TeacherConfig
+from espnet_bertkd.kd.teacher_config import TeacherConfig
 
 # ESPnet decoders that do not attend over the encoder output the way the KD loss needs.
 NON_ATTENTION_DECODERS = ("transducer", "linear_decoder")

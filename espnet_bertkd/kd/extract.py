@@ -20,7 +20,9 @@ import kaldiio
 import numpy as np
 
 from espnet_bertkd.kd.soft_labels import KD_DATA_NAMES, KD_PROB, KD_TOKEN, STORAGE, pack, read_meta, write_meta
-from espnet_bertkd.kd.teacher import MaskedLMTeacher, SoftLabels, TeacherConfig, log_teacher
+from espnet_bertkd.kd.teacher_config import TeacherConfig
+from espnet_bertkd.kd.soft_labels import SoftLabels
+from espnet_bertkd.kd.teacher import MaskedLMTeacher, log_teacher
 from espnet_bertkd.utils.progress import Progress
 
 

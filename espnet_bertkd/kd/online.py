@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from espnet_bertkd.kd.soft_labels import collate_arrays, pack
-from espnet_bertkd.kd.teacher import MaskedLMTeacher, TeacherConfig, log_teacher
+from espnet_bertkd.kd.teacher_config import TeacherConfig
+from espnet_bertkd.kd.teacher import MaskedLMTeacher, log_teacher
 
 
 def token_text_mode(token_list: Sequence[str], sym_space: str = "<space>") -> str:

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from espnet_bertkd.kd.teacher import SoftLabels
 from espnet_bertkd.utils.fileio import atomic_write_text
 
 KD_TOKEN = "kd_token"
@@ -38,6 +37,16 @@ STORAGE = "kaldi-float32-matrix"  # kd_meta.json's "storage": how the arrays are
 # What a kd_meta.json without "storage" means: written by espnet-bertkd 0.1, numpy arrays inside the ark.
 LEGACY_STORAGE = "numpy-in-ark (espnet-bertkd 0.1)"
 MAX_TOKEN_ID = 2**24  # float32 holds every integer below it exactly
+
+
+
+@dataclass(frozen=True)
+class SoftLabels:
+    """Teacher targets for one transcript: N teacher tokens, each with its top-k distribution."""
+
+    token_ids: np.ndarray  # (N,) int64: the transcript in the teacher's vocabulary
+    topk_ids: np.ndarray  # (N, k) int64
+    topk_probs: np.ndarray  # (N, k) float32, rows sum to 1
 
 
 def pack(labels: SoftLabels, vocab_size: int) -> Tuple[np.ndarray, np.ndarray]:

@@ -91,7 +91,8 @@ def split_valid(lines: List[str], fraction: float, seed: int) -> tuple:
 @torch.no_grad()
 def masked_accuracy(model, tokenizer, lines: List[str], options: TeacherTraining) -> float:
     """Accuracy of predicting every token of held-out lines with that token masked (one masked copy each)."""
-    from espnet_bertkd.kd.teacher import MaskedLMTeacher, TeacherConfig
+    from espnet_bertkd.kd.teacher_config import TeacherConfig
+    from espnet_bertkd.kd.teacher import MaskedLMTeacher
 
     config = TeacherConfig(model="<in training>", topk=1, max_length=options.max_length)
     teacher = MaskedLMTeacher(config, device=options.device, model=model, tokenizer=tokenizer)

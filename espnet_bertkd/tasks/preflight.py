@@ -8,9 +8,9 @@ how to fix it, before anything is written:
 
 1. model_conf: unknown keys (with the closest known key), out-of-range values (espnet_bertkd.kd.config, the same
    checks the model constructor runs), kd_layers beyond encoder_conf.num_blocks.
-2. cached soft labels (espnet_bertkd.tasks.asr.check_training_args).
+2. cached soft labels (check_soft_labels): every train/valid utterance has them, from the configured teacher.
 3. data, for train and valid: every input file exists; the sound and text inputs are validated together
-   (espnet_bertkd.data.datadir.validate_loader_inputs, i.e. validate_data_dir where they live in a Kaldi data
+   (espnet_bertkd.tasks.data_check.validate_loader_inputs, i.e. validate_data_dir where they live in a Kaldi data
    directory): sorted unique keys, the same utterances in wav.scp and text (and every utterance of the shape files
    in both), audio readable, non-empty and at the front-end's sample rate, no empty transcript, no character the
    token list cannot represent. The audio headers are the costly part (a 281k-utterance set: minutes); progress is
@@ -24,10 +24,13 @@ import os
 import time
 from argparse import Namespace
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from espnet_bertkd.data.datadir import Charset, is_data_dir, validate_loader_inputs
+from espnet_bertkd.tasks.data_check import Charset, is_data_dir, validate_loader_inputs
 from espnet_bertkd.utils.fileio import DataError
+
+if TYPE_CHECKING:
+    from espnet_bertkd.kd.teacher_config import TeacherConfig
 
 DATA_CHECK_ENV = "ESPNET_BERTKD_DATA_CHECK"
 DATA_CHECK_LEVELS = ("full", "no_audio", "off")
@@ -41,10 +44,8 @@ NOT_STARTED = "ESPnet was not started and no file was written."
 
 def run_preflight(args: Namespace) -> None:
     """All checks, cheapest first (the data check may read every audio header)."""
-    from espnet_bertkd.tasks.asr import check_training_args
-
     check_model_config(args)
-    check_training_args(args)
+    check_soft_labels(args)
     check_data(args)
 
 
@@ -54,7 +55,7 @@ def check_model_config(args: Namespace) -> None:
     from espnet2.tasks.asr import encoder_choices, model_choices
 
     from espnet_bertkd.kd.config import EncoderShape, check_known_keys, check_model_conf, model_conf_defaults
-    from espnet_bertkd.tasks.asr import MODEL_NAME
+    from espnet_bertkd.asr.bertkd_model import MODEL_NAME
 
     model_class = model_choices.get_class(args.model)
     signature = inspect.signature(model_class.__init__)
@@ -64,6 +65,77 @@ def check_model_config(args: Namespace) -> None:
         check_model_conf(conf, signature, encoder)
     elif not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
         check_known_keys(conf, model_conf_defaults(signature), f"model_conf (model: {args.model})")
+
+
+# --------------------------------------------------------------------------------------------- soft labels
+def check_soft_labels(args: Namespace) -> None:
+    """Fail before any data is read when a KD training run cannot work.
+
+    Checks the model config (building nothing heavy) and, in cached teacher mode, that every training and validation
+    set has soft labels for all of its utterances, written by the configured teacher.
+    """
+    from espnet_bertkd.asr.bertkd_model import MODEL_NAME
+    from espnet_bertkd.kd.soft_labels import KD_PROB, KD_TOKEN, check_coverage, check_meta, read_scp_keys
+    from espnet_bertkd.kd.teacher_config import TeacherConfig
+
+    if getattr(args, "model", None) != MODEL_NAME or getattr(args, "collect_stats", False):
+        return
+    conf = dict(args.model_conf or {})
+    if not conf.get("kd_layers"):
+        return
+    if conf.get("teacher") is None:
+        raise ValueError("model_conf.kd_layers needs model_conf.teacher (at least `model: <hub id or dir>`)")
+    teacher = TeacherConfig.from_dict(conf["teacher"])
+    if teacher.mode != "cached":
+        return
+    expected = _expected_meta(teacher)
+    for split in ("train", "valid"):
+        entries = {name: path for path, name, _ in getattr(args, f"{split}_data_path_and_name_and_type") or []}
+        for name in (KD_TOKEN, KD_PROB):
+            if name not in entries:
+                raise ValueError(
+                    f"teacher.mode is 'cached' but --{split}_data_path_and_name_and_type has no {name!r} input: add "
+                    f"DIR/{name}.scp,{name},kaldi_ark (written by espnet_bertkd.bin.extract_soft_labels)"
+                )
+            if not os.path.exists(entries[name]):
+                raise FileNotFoundError(f"--{split}_data_path_and_name_and_type: {entries[name]} does not exist")
+        reference = entries.get("text")
+        if reference is not None and os.path.exists(reference):
+            utt_ids = read_scp_keys(reference)
+            for name in (KD_TOKEN, KD_PROB):
+                check_coverage(entries[name], utt_ids, reference)
+        for directory in sorted({os.path.dirname(entries[name]) for name in (KD_TOKEN, KD_PROB)}):
+            check_meta(directory, expected)
+            _warn_if_unverified(directory, teacher, expected)
+
+
+def _expected_meta(teacher: TeacherConfig) -> Dict[str, Any]:
+    """What kd_meta.json must say for this config. The vocabulary fingerprint and size come from the teacher when
+    it loads here (None, not checked, where it does not); the model's KD decoders are sized the same way."""
+    from espnet_bertkd.kd.soft_labels import STORAGE
+    from espnet_bertkd.kd.teacher import TeacherLoadError, load_teacher_vocab_size, load_vocab_hash
+
+    vocab_size = teacher.vocab_size
+    if vocab_size is None:
+        try:
+            vocab_size = load_teacher_vocab_size(teacher.model)
+        except TeacherLoadError:
+            vocab_size = None
+    return {"vocab_hash": load_vocab_hash(teacher.model), "topk": teacher.topk, "temperature": teacher.temperature,
+            "drop_special": teacher.drop_special, "vocab_size": vocab_size, "storage": STORAGE}
+
+
+def _warn_if_unverified(directory: str, teacher: TeacherConfig, expected: Dict[str, Any]) -> None:
+    """Where the teacher cannot be loaded here its vocabulary cannot be compared: say so, with both teacher ids
+    (paths differ between machines, so a different id alone is no error)."""
+    from espnet_bertkd.kd.soft_labels import read_meta
+
+    meta = read_meta(directory) or {}
+    if expected["vocab_hash"] is None and meta.get("teacher") != teacher.model:
+        logging.warning(
+            "cannot load teacher %r here to compare its vocabulary with the soft labels in %s, written by teacher "
+            "%r: make sure they are the same model", teacher.model, directory, meta.get("teacher"),
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------- data
@@ -139,7 +211,7 @@ def fix_hint(paths: Sequence[str]) -> str:
     dirs = sorted({str(Path(p).parent) for p in paths if is_data_dir(Path(p).parent)})
     fix = ""
     if dirs:
-        fix += (" and ".join(f"`python -m espnet_bertkd.bin.validate_data_dir {d} --fix`" for d in dirs) +
+        fix += (" and ".join(f"`python -m espnet_bertkd.recipe.bin.validate_data_dir {d} --fix`" for d in dirs) +
                 " sorts the tables and keeps the utterances found in all of them (add --drop_empty_text to drop "
                 "empty transcripts; the originals go to DIR/.backup), then re-run collect-stats so the shape files "
                 "match. ")

@@ -62,7 +62,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (asr.sh) $*"; }
 run() { log "$*"; "$@"; }
 stage_on() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
-launch() { ${python} -m espnet_bertkd.bin.launch_jobs --backend "${cmd_backend}" --slurm_opts "${slurm_opts}" "$@"; }
+launch() { ${python} -m espnet_bertkd.recipe.bin.run_jobs --backend "${cmd_backend}" --slurm_opts "${slurm_opts}" "$@"; }
 
 [ -n "${train_set}" ] && [ -n "${valid_set}" ] && [ -n "${test_sets}" ] \
     || { echo "$0: --train_set, --valid_set and --test_sets are required" >&2; exit 1; }
@@ -82,13 +82,13 @@ lm_exp=${lm_exp:-${expdir}/lm}
 if stage_on 1; then
     log "Stage 1: data preparation from ${corpus_root}"
     if [ ! -f "${datadir}/lm_train.txt" ]; then
-        run ${python} -m espnet_bertkd.bin.prepare_librispeech --root "${corpus_root}" --data_dir "${datadir}" ${corpus_sets}
+        run ${python} -m espnet_bertkd.recipe.bin.prepare_librispeech --root "${corpus_root}" --data_dir "${datadir}" ${corpus_sets}
         for spec in ${combine_sets}; do
-            run ${python} -m espnet_bertkd.bin.combine_data_dirs "${datadir}/${spec%%=*}" \
+            run ${python} -m espnet_bertkd.recipe.bin.combine_data_dirs "${datadir}/${spec%%=*}" \
                 $(echo "${spec#*=}" | tr ',' '\n' | sed "s|^|${datadir}/|")
         done
         lm_opts=""; [ -n "${lm_text}" ] && lm_opts="--lm_text ${lm_text}"
-        run ${python} -m espnet_bertkd.bin.prepare_lm_text --output "${datadir}/lm_train.txt" \
+        run ${python} -m espnet_bertkd.recipe.bin.prepare_lm_text --output "${datadir}/lm_train.txt" \
             --text "${datadir}/${train_set}/text" ${lm_opts}
     else
         log "skip: ${datadir}/lm_train.txt exists"
@@ -98,7 +98,7 @@ fi
 if stage_on 2; then
     log "Stage 2: ${token_type} token list -> ${token_list}"
     if [ ! -f "${token_list}" ]; then
-        run ${python} -m espnet_bertkd.bin.train_bpe --token_type "${token_type}" --text "${datadir}/${train_set}/text" \
+        run ${python} -m espnet_bertkd.recipe.bin.train_bpe --token_type "${token_type}" --text "${datadir}/${train_set}/text" \
             --output_dir "${token_dir}" --vocab_size "${nbpe}" --model_type "${bpemode}"
     else
         log "skip: ${token_list} exists"
@@ -211,11 +211,11 @@ decode_set() {  # $1 = output dir, $2 = data set, then the decoder's command (wi
     [ -f "${out}/speed.json" ] && { log "skip: ${out}/speed.json exists"; return; }
     local split=${out}/split${inference_nj}
     mkdir -p "${split}"
-    ${python} -m espnet_bertkd.bin.split_scp --nj "${inference_nj}" "${datadir}/${dset}/wav.scp" "${split}/keys.JOB.scp"
+    ${python} -m espnet_bertkd.recipe.bin.split_scp --nj "${inference_nj}" "${datadir}/${dset}/wav.scp" "${split}/keys.JOB.scp"
     log "${inference_nj} jobs, logs in ${split}/decode.*.log: $*"
     launch --nj "${inference_nj}" --log "${split}/decode.JOB.log" -- "$@" \
         --key_file "${split}/keys.JOB.scp" --output_dir "${split}/output.JOB"
-    run ${python} -m espnet_bertkd.bin.merge_decode --nj "${inference_nj}" "${split}/output.JOB" "${out}"
+    run ${python} -m espnet_bertkd.recipe.bin.merge_decode --nj "${inference_nj}" "${split}/output.JOB" "${out}"
 }
 
 if stage_on 7; then
@@ -251,12 +251,12 @@ if stage_on 8; then
             for dset in ${test_sets}; do
                 out=${expdir}/${system}/decode_${decoding}/${dset}
                 [ -f "${out}/1best_recog/text" ] || continue
-                run ${python} -m espnet_bertkd.bin.score --ref "${datadir}/${dset}/text" --decode_dir "${out}"
+                run ${python} -m espnet_bertkd.recipe.bin.score --ref "${datadir}/${dset}/text" --decode_dir "${out}"
             done
         done
     done
     teacher_opts=""; [ -f "${expdir}/teacher_accuracy.json" ] && teacher_opts="--teacher_accuracy ${expdir}/teacher_accuracy.json"
-    run ${python} -m espnet_bertkd.bin.make_results --exp_dir "${expdir}" --output_dir "${results_dir}" \
+    run ${python} -m espnet_bertkd.recipe.bin.make_results --exp_dir "${expdir}" --output_dir "${results_dir}" \
         --systems ${systems} --decodings ${decodings} --test_sets ${test_sets} ${teacher_opts}
     cat "${results_dir}/RESULTS.md"
 fi

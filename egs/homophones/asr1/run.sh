@@ -52,7 +52,7 @@ fi
 
 if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
     echo "$(date '+%Y-%m-%dT%H:%M:%S') (run.sh) Stage 0: generate the ${size} corpus -> ${corpus}"
-    python3 -m espnet_bertkd.bin.make_corpus --output_dir "${corpus}" --size "${size}" --seed "${corpus_seed}" --nj "${nj}" \
+    python3 local/make_corpus.py --output_dir "${corpus}" --size "${size}" --seed "${corpus_seed}" --nj "${nj}" \
         --no_progress
 fi
 # The corpus' homophone groups and LM-only words, for the reports by kind of word (teacher accuracy, errors)

@@ -2,7 +2,7 @@
 # LibriSpeech 960 h: the systems of method.md (ctc, interctc, aed, final_aed_kd, inter_aed_kd; the ctc baseline also
 # with beam search + Transformer-LM shallow fusion) trained on train_960, validated on dev (dev-clean + dev-other,
 # as ESPnet), decoded and scored on dev/test clean/other. The stages are the shared driver's
-# (../../TEMPLATE/asr1/asr.sh); this script names the data, the sets and the configs (../../../conf/).
+# (../../TEMPLATE/asr1/asr.sh); this script names the data, the sets and the configs (conf/).
 #
 #   ./run.sh --librispeech_root /data/LibriSpeech --lm_text /data/librispeech-lm-norm.txt.gz --ngpu 4
 #   ./run.sh --librispeech_root /data/LibriSpeech --teacher /models/bert-base-uncased   # offline: a local copy
@@ -66,9 +66,9 @@ args=(
     --token_type bpe --nbpe 5000 --bpemode unigram
     --teacher "${teacher}"
     --systems "ctc interctc aed final_aed_kd inter_aed_kd" --sf_systems ctc
-    --asr_config_dir ../../../conf/librispeech
-    --lm_config ../../../conf/train_lm_transformer.yaml
-    --inference_config ../../../conf/decode_sf.yaml
+    --asr_config_dir conf
+    --lm_config conf/train_lm_transformer.yaml
+    --inference_config conf/decode_sf.yaml
     --datadir "${datadir}" --python "${python}"
 )
 

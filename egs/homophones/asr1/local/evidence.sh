@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The evidence behind the recipe README: every system of the recipe trained with several seeds on one shared
 # data / teacher / soft-label / LM set-up, the teacher's contribution at smaller paired-data sizes, then
-# evidence/summary.json, evidence/RESULTS.md and the plots (espnet_bertkd.bin.evidence_summary). Run from anywhere:
+# evidence/summary.json, evidence/RESULTS.md and the plots (local/evidence_summary.py). Run from anywhere:
 #
 #   local/evidence.sh                                   # seeds 0 1 2; the KD gain at paired data 1 and 1/4 (seeds 0 1)
 #   local/evidence.sh --fractions "0.5 0.25"           # and at 1/2 (two more trainings)
@@ -66,7 +66,7 @@ for fraction in ${fractions}; do
     size=$(python3 -c "import sys; print(round(float(sys.argv[1]) * int(sys.argv[2])))" "${fraction}" "${train_utts}")
     subset=${train_set}_${size}
     log "paired data x${fraction}: ${size} of ${train_utts} training utterances, evenly spaced -> data/${subset}"
-    [ -f "data/${subset}/text" ] || python3 -m espnet_bertkd.bin.combine_data_dirs "data/${subset}" "data/${train_set}" \
+    [ -f "data/${subset}/text" ] || python3 -m espnet_bertkd.recipe.bin.combine_data_dirs "data/${subset}" "data/${train_set}" \
         --subset "${size}"
     # As many updates as with all the data (epochs of the full data's number of updates, the same schedule): with a
     # quarter of the data for a quarter of the updates, aed and inter_aed_kd stayed on the CTC blank plateau (dev CER
@@ -86,7 +86,7 @@ print(round(c['scheduler_conf']['warmup_steps_list'][-2] / c['max_epoch']))" con
 done
 if [ "${n}" -gt 0 ]; then
     log "${n} chain(s), ${nj} at a time: ${exp}/jobs/job.*.sh, logs ${exp}/jobs/job.*.log"
-    python3 -m espnet_bertkd.bin.launch_jobs --nj "${n}" --max_parallel "${nj}" --log "${exp}/jobs/job.JOB.log" -- \
+    python3 -m espnet_bertkd.recipe.bin.run_jobs --nj "${n}" --max_parallel "${nj}" --log "${exp}/jobs/job.JOB.log" -- \
         bash "${exp}/jobs/job.JOB.sh"
 fi
 
@@ -95,7 +95,7 @@ log "runs done: ${wall} s in all, of which ${default_run} s in ./run.sh (nothing
 size_opts=()
 for fraction in ${fractions}; do size_opts+=("${fraction}=${exp}/size${fraction}"); done
 log "summary -> ${out} (${wall} s so far)"
-python3 -m espnet_bertkd.bin.evidence_summary --root "${exp}" --data_dir data --seeds ${seeds} \
+python3 local/evidence_summary.py --root "${exp}" --data_dir data --seeds ${seeds} \
     --systems ctc/greedy ctc/beam_lm aed/greedy final_aed_kd/greedy inter_aed_kd/greedy \
     --test_sets ${test_sets} \
     --compare inter_aed_kd/greedy:ctc/greedy inter_aed_kd/greedy:aed/greedy inter_aed_kd/greedy:final_aed_kd/greedy \

@@ -1,1 +1,0 @@
-"""Kaldi-style data directories: corpus preparation and validation."""

@@ -1,1 +1,0 @@
-"""Scoring of decoding output and collection of results."""

@@ -1,0 +1,390 @@
+"""Validate Kaldi-style data directories and the tables ESPnet's loader reads, as Kaldi's
+`utils/validate_data_dir.sh --no-feats` does (the pip install of ESPnet has none). The training preflight runs it;
+the recipe toolkit's fix and combine tools (espnet_bertkd.recipe.datadir) call it on what they write.
+
+ESPnet's data loaders assume what these scripts enforce: every table sorted by key in C (byte) order, no duplicate
+keys, the same utterances in wav.scp (or segments), text and utt2spk, spk2utt the inverse of utt2spk, speaker ids
+prefixes of utterance ids. A violation shows up much later as a silent mismatch or a crash in a worker; here it is
+reported up front with the file, the line and the utterance.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+
+from espnet_bertkd.utils.fileio import DataError, Entry, PathLike, read_table, where
+
+# Characters of LibriSpeech transcripts (upper-case letters and the apostrophe; the space separates words).
+CHARSETS = {"librispeech": "ABCDEFGHIJKLMNOPQRSTUVWXYZ'"}
+# Utterance-level tables checked for the same keys as utt2spk when present.
+UTT_TABLES = ("text", "utt2spk", "utt2dur", "utt2num_samples", "utt2category", "utt2lang")
+# Audio headers read between two progress messages (a 281k-utterance set takes minutes on a network disk).
+PROGRESS_EVERY = 20000
+
+
+@dataclass
+class Report:
+    """What validation found: counts and the non-fatal findings (warnings)."""
+
+    utterances: int = 0
+    speakers: int = 0
+    warnings: List[str] = field(default_factory=list)
+
+
+@dataclass
+class Charset:
+    """The transcript characters a model can represent. The others turn into <unk> (or a crash) deep in training,
+    so validation names them up front.
+
+    `known` decides one character (asked once per distinct character: a corpus has few); `normalize` is what runs
+    on a transcript before it is tokenised (a text cleaner, removing non-linguistic symbols such as <noise>).
+    Whitespace is always allowed (it separates words).
+    """
+
+    known: Callable[[str], bool]
+    name: str = "the allowed set"
+    normalize: Optional[Callable[[str], str]] = None
+    _decided: Dict[str, bool] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, chars: Iterable[str], name: str = "the allowed set") -> "Charset":
+        """A fixed set of characters (a CHARSETS name or the characters themselves)."""
+        allowed = frozenset(CHARSETS.get(chars, chars) if isinstance(chars, str) else chars)
+        return cls(allowed.__contains__, name)
+
+    def unknown(self, text: str) -> List[str]:
+        """The characters of `text` outside the set, sorted."""
+        if self.normalize is not None:
+            text = self.normalize(text)
+        bad = []
+        for c in set(text):
+            if c.isspace():
+                continue
+            if c not in self._decided:
+                self._decided[c] = bool(self.known(c))
+            if not self._decided[c]:
+                bad.append(c)
+        return sorted(bad)
+
+
+def c_sorted(keys: Iterable[str]) -> List[str]:
+    """C-locale order: by UTF-8 bytes, which for Python strings is code point order."""
+    return sorted(keys, key=lambda k: k.encode("utf-8"))
+
+
+def _raw_checks(path: Path, problems: List[str]) -> None:
+    """Byte-level checks Kaldi makes: final newline, no carriage returns."""
+    data = path.read_bytes()
+    lines = data.count(b"\n")
+    if data and not data.endswith(b"\n"):
+        problems.append(f"{where(path, lines + 1)}: last line has no newline")
+    if b"\r" in data:
+        first = data[: data.index(b"\r")].count(b"\n") + 1
+        problems.append(f"{where(path, first)}: carriage return (DOS line endings)")
+
+
+def _read(path: Path, problems: List[str]) -> Optional[List[Entry]]:
+    """Read a table and check it is sorted with unique keys; problems are appended, None if unreadable."""
+    try:
+        entries = read_table(path)
+    except DataError as e:
+        problems.extend(e.problems)
+        return None
+    _raw_checks(path, problems)
+    for prev, cur in zip(entries, entries[1:]):
+        if cur.key.encode("utf-8") < prev.key.encode("utf-8"):
+            problems.append(f"{where(path, cur.line, cur.key)}: not sorted (comes before {prev.key} on line "
+                            f"{prev.line} in C order; run fix_data_dir)")
+            break
+    return entries
+
+
+def _compare_keys(ref_path: Path, ref: List[Entry], path: Path, entries: List[Entry], problems: List[str]) -> None:
+    ref_keys = {e.key for e in ref}
+    keys = {e.key for e in entries}
+    for e in ref:
+        if e.key not in keys:
+            problems.append(f"{where(ref_path, e.line, e.key)}: missing from {path}")
+    for e in entries:
+        if e.key not in ref_keys:
+            problems.append(f"{where(path, e.line, e.key)}: not in {ref_path}")
+
+
+def _only(entries: Optional[List[Entry]], utterances: Optional[Set[str]]) -> List[Entry]:
+    """The entries whose contents get checked: all, or those a data loader will actually read."""
+    if entries is None:
+        return []
+    return entries if utterances is None else [e for e in entries if e.key in utterances]
+
+
+def _check_text(path: Path, entries: List[Entry], charset: Optional[Charset], allow_empty: bool,
+                problems: List[str], warnings: List[str]) -> None:
+    for e in entries:
+        if not e.value.strip():
+            (warnings if allow_empty else problems).append(f"{where(path, e.line, e.key)}: empty transcript")
+            continue
+        bad = charset.unknown(e.value) if charset is not None else []
+        if bad:
+            shown = " ".join(repr(c) for c in bad)
+            problems.append(f"{where(path, e.line, e.key)}: character(s) outside {charset.name}: {shown}")
+
+
+def _check_audio(path: Path, entries: List[Entry], check_audio: bool, fs: Optional[int], problems: List[str],
+                 warnings: List[str]) -> None:
+    """Every audio file exists; with `check_audio` (or `fs`) its header is read: readable, samples, sample rate."""
+    import soundfile
+
+    pipes = 0
+    read_headers = check_audio or fs is not None
+    start = time.monotonic()
+    for n, e in enumerate(entries, 1):
+        if read_headers and n % PROGRESS_EVERY == 0:
+            logging.info("%s: %d of %d audio files checked (%.0f s)", path, n, len(entries), time.monotonic() - start)
+        value = e.value
+        if not value:
+            problems.append(f"{where(path, e.line, e.key)}: no audio path")
+            continue
+        if value.endswith("|"):
+            pipes += 1  # a command: only running it would tell
+            continue
+        audio = Path(value)
+        if not audio.is_file():
+            problems.append(f"{where(path, e.line, e.key)}: audio file {value} does not exist")
+            continue
+        if not read_headers:
+            continue
+        try:
+            info = soundfile.info(str(audio))
+        except Exception as err:  # soundfile raises RuntimeError/LibsndfileError/TypeError depending on the file
+            problems.append(f"{where(path, e.line, e.key)}: cannot read {value}: {err}")
+            continue
+        if info.frames == 0:
+            problems.append(f"{where(path, e.line, e.key)}: {value} has no samples")
+        if fs is not None and info.samplerate != fs:
+            problems.append(f"{where(path, e.line, e.key)}: {value} has sample rate {info.samplerate}, expected {fs}")
+    if pipes:
+        warnings.append(f"{path}: {pipes} entries are commands ('... |'); their audio was not checked")
+
+
+def _check_speakers(data_dir: Path, utt2spk: List[Entry], problems: List[str]) -> int:
+    path = data_dir / "utt2spk"
+    for e in utt2spk:
+        if len(e.value.split()) != 1:
+            problems.append(f"{where(path, e.line, e.key)}: expected exactly one speaker id, got {e.value!r}")
+    by_speaker: Dict[str, List[str]] = {}
+    for e in utt2spk:
+        by_speaker.setdefault(e.value, []).append(e.key)
+    # Sorting by speaker must not reorder utterances (Kaldi: "make speaker-ids prefixes of utt-ids").
+    order = sorted(utt2spk, key=lambda e: (e.value.encode("utf-8"), e.key.encode("utf-8")))
+    for a, b in zip(order, utt2spk):
+        if a.key != b.key:
+            problems.append(f"{where(path, b.line, b.key)}: utt2spk is not in sorted order when sorted first on "
+                            f"speaker id (found {b.key}, expected {a.key}); make speaker ids prefixes of "
+                            "utterance ids")
+            break
+    spk2utt_path = data_dir / "spk2utt"
+    spk2utt = _read(spk2utt_path, problems) if spk2utt_path.is_file() else None
+    if spk2utt is None:
+        if not spk2utt_path.is_file():
+            problems.append(f"{spk2utt_path}: no such file (fix_data_dir writes it from utt2spk)")
+        return len(by_speaker)
+    listed: Set[str] = set()
+    for e in spk2utt:
+        listed.add(e.key)
+        expected = by_speaker.get(e.key)
+        if expected is None:
+            problems.append(f"{where(spk2utt_path, e.line)}: speaker {e.key} has no utterance in utt2spk")
+        elif e.value.split() != expected:
+            extra = sorted(set(e.value.split()) - set(expected))
+            lacking = sorted(set(expected) - set(e.value.split()))
+            detail = (f"not in utt2spk for this speaker: {' '.join(extra[:5])}" if extra else
+                      f"missing: {' '.join(lacking[:5])}" if lacking else "utterances out of order")
+            problems.append(f"{where(spk2utt_path, e.line)}: speaker {e.key} disagrees with utt2spk ({detail})")
+    for speaker in c_sorted(set(by_speaker) - listed):
+        problems.append(f"{spk2utt_path}: speaker {speaker} (utterance {by_speaker[speaker][0]} in utt2spk) "
+                        "is missing")
+    gender_path = data_dir / "spk2gender"
+    if gender_path.is_file():
+        genders = _read(gender_path, problems) or []
+        for e in genders:
+            if e.value not in ("m", "f"):
+                problems.append(f"{where(gender_path, e.line)}: speaker {e.key}: gender must be m or f, "
+                                f"not {e.value!r}")
+        have = {e.key for e in genders}
+        for speaker in c_sorted(set(by_speaker) - have):
+            problems.append(f"{gender_path}: speaker {speaker} is missing")
+    return len(by_speaker)
+
+
+def validate_data_dir(data_dir: PathLike, check_audio: bool = False, fs: Optional[int] = None,
+                      allowed_chars: Optional[str] = None, allow_empty_text: bool = False,
+                      require_text: bool = True, charset: Optional[Charset] = None,
+                      utterances: Optional[Set[str]] = None) -> Report:
+    """Check a data directory; raise DataError listing every problem, else return a Report.
+
+    `check_audio` opens each audio file's header (readable, non-empty); `fs` also checks its sample rate.
+    `allowed_chars` is a string of allowed transcript characters (whitespace always allowed) or a CHARSETS name;
+    `charset` is the general form (e.g. what a token list can represent). Empty transcripts are errors unless
+    `allow_empty_text` (then warnings). `utterances` limits the transcript and audio contents checks to those
+    utterances (what one job reads); the tables themselves are always checked whole.
+    """
+    if allowed_chars is not None:
+        if charset is not None:
+            raise ValueError("give allowed_chars or charset, not both")
+        charset = Charset.of(allowed_chars)
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"{data_dir}: no such directory")
+    problems: List[str] = []
+    report = Report()
+    required = ["wav.scp", "utt2spk", "spk2utt"] + (["text"] if require_text else [])
+    for name in required:
+        if not (data_dir / name).is_file():
+            problems.append(f"{data_dir / name}: no such file")
+    if problems:
+        raise DataError(problems)
+
+    utt2spk_path = data_dir / "utt2spk"
+    utt2spk = _read(utt2spk_path, problems)
+    if utt2spk is None:
+        raise DataError(problems)
+    report.utterances = len(utt2spk)
+    if not utt2spk:
+        problems.append(f"{utt2spk_path}: no utterances")
+
+    for name in UTT_TABLES:
+        path = data_dir / name
+        if name == "utt2spk" or not path.is_file():
+            continue
+        entries = _read(path, problems)
+        if entries is None:
+            continue
+        _compare_keys(utt2spk_path, utt2spk, path, entries, problems)
+        if name == "text":
+            _check_text(path, _only(entries, utterances), charset, allow_empty_text, problems, report.warnings)
+
+    wav_path = data_dir / "wav.scp"
+    wavs = _read(wav_path, problems)
+    segments_path = data_dir / "segments"
+    if segments_path.is_file():
+        segments = _read(segments_path, problems)
+        if segments is not None:
+            _compare_keys(utt2spk_path, utt2spk, segments_path, segments, problems)
+            recordings = {e.key for e in wavs or []}
+            for e in segments:
+                fields = e.value.split()
+                if len(fields) != 3:
+                    problems.append(f"{where(segments_path, e.line, e.key)}: expected '<utt> <recording> <start> "
+                                    "<end>'")
+                elif wavs is not None and fields[0] not in recordings:
+                    problems.append(f"{where(segments_path, e.line, e.key)}: recording {fields[0]} not in {wav_path}")
+    elif wavs is not None:
+        _compare_keys(utt2spk_path, utt2spk, wav_path, wavs, problems)
+    if wavs is not None:
+        # With segments, wav.scp lists recordings, not utterances: all of them are checked.
+        audio = wavs if segments_path.is_file() else _only(wavs, utterances)
+        _check_audio(wav_path, audio, check_audio, fs, problems, report.warnings)
+
+    report.speakers = _check_speakers(data_dir, utt2spk, problems)
+    if problems:
+        raise DataError(problems)
+    for w in report.warnings:
+        logging.warning(w)
+    return report
+
+
+def is_data_dir(path: PathLike) -> bool:
+    """A Kaldi data directory is one with utt2spk (ESPnet's dump directories are ones too)."""
+    return (Path(path) / "utt2spk").is_file()
+
+
+def _read_quietly(path: Path) -> Optional[List[Entry]]:
+    """Read a table whose problems are reported elsewhere (None if unreadable)."""
+    try:
+        return read_table(path)
+    except DataError:
+        return None
+
+
+def _read_keys(key_files: Sequence[PathLike], problems: List[str]) -> Optional[List[Tuple[Path, Entry]]]:
+    """The utterances listed in key files (ESPnet's shape files): what the data loader will read."""
+    if not key_files:
+        return None
+    listed: List[Tuple[Path, Entry]] = []
+    for f in key_files:
+        try:
+            listed.extend((Path(f), e) for e in read_table(f))
+        except DataError as err:
+            problems.extend(err.problems)
+    return listed
+
+
+def _validate_dirs(covered: Set[Path], utterances: Optional[Set[str]], check_audio: bool, fs: Optional[int],
+                   charset: Optional[Charset], allow_empty_text: bool, problems: List[str], report: Report) -> None:
+    """validate_data_dir on each directory whose wav.scp or text is an input, checking the contents of those."""
+    for d in sorted({p.parent for p in covered}):
+        roles = {p.name for p in covered if p.parent == d}
+        try:
+            found = validate_data_dir(
+                d, check_audio=check_audio and "wav.scp" in roles, fs=fs if "wav.scp" in roles else None,
+                charset=charset if "text" in roles else None, allow_empty_text=allow_empty_text or "text" not in roles,
+                require_text="text" in roles, utterances=utterances)
+        except DataError as err:
+            problems.extend(err.problems)
+            continue
+        report.utterances = max(report.utterances, found.utterances)
+
+
+def _check_listed(listed: List[Tuple[Path, Entry]], path: Path, entries: List[Entry], problems: List[str]) -> None:
+    """Each utterance a key file lists must be in the table, or a worker fails on it mid-epoch."""
+    keys = {e.key for e in entries}
+    problems.extend(f"{where(f, e.line, e.key)}: not in {path} (this list of utterances to read is older than the "
+                    "data: regenerate it, e.g. re-run collect-stats)" for f, e in listed if e.key not in keys)
+
+
+def validate_loader_inputs(speech: Optional[PathLike], text: Optional[PathLike], *, check_audio: bool = True,
+                           fs: Optional[int] = None, charset: Optional[Charset] = None,
+                           allow_empty_text: bool = False, key_files: Sequence[PathLike] = ()) -> Report:
+    """Check the audio list and the transcripts one data loader reads together (ESPnet's
+    `--train_data_path_and_name_and_type .../wav.scp,speech,sound` and `.../text,text,text`); raise DataError
+    listing every problem.
+
+    An input that is the wav.scp or text of a Kaldi data directory gets the whole directory validated
+    (validate_data_dir); a table outside one gets the same checks on its own (sorted, unique keys, audio, text).
+    Speech and text must hold the same utterances. `key_files` (ESPnet's shape files) list the utterances that will
+    be read: each must be in both tables, and only those get their audio and transcript contents checked.
+    """
+    inputs = [(Path(p), role) for p, role in ((speech, "wav.scp"), (text, "text")) if p is not None]
+    problems: List[str] = []
+    report = Report()
+    listed = _read_keys(key_files, problems)
+    utterances = None if listed is None else {e.key for _, e in listed}
+    covered = {p for p, role in inputs if p.name == role and is_data_dir(p.parent)}
+    _validate_dirs(covered, utterances, check_audio, fs, charset, allow_empty_text, problems, report)
+    tables: List[Tuple[Path, Optional[List[Entry]]]] = []
+    for path, role in inputs:
+        if path in covered:
+            tables.append((path, _read_quietly(path)))  # its problems were reported with its directory
+            continue
+        entries = _read(path, problems)
+        tables.append((path, entries))
+        report.utterances = max(report.utterances, len(entries or []))
+        if role == "text":
+            _check_text(path, _only(entries, utterances), charset, allow_empty_text, problems, report.warnings)
+        else:
+            _check_audio(path, _only(entries, utterances), check_audio, fs, problems, report.warnings)
+    readable = [(p, e) for p, e in tables if e is not None]
+    if len(readable) == 2 and not (len(covered) == 2 and len({p.parent for p in covered}) == 1):
+        (speech_path, speech_entries), (text_path, text_entries) = readable
+        _compare_keys(speech_path, speech_entries, text_path, text_entries, problems)
+    for path, entries in readable:
+        if listed is not None:
+            _check_listed(listed, path, entries, problems)
+    if problems:
+        raise DataError(problems)
+    for w in report.warnings:
+        logging.warning(w)
+    return report

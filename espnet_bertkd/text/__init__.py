@@ -1,1 +1,0 @@
-"""Token lists and subword models for ESPnet training."""
