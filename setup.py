@@ -1,5 +1,9 @@
 """Packaging for espnet-bertkd: BERT knowledge distillation into ESPnet CTC recognisers."""
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+HERE = Path(__file__).resolve().parent  # README.md is read from here, not from the directory setup.py is run in
 
 # Two supported ESPnet releases, chosen by the Python version (ESPnet 202611 requires Python >= 3.12). The exact
 # versions tested together are pinned in tools/constraints/espnet<RELEASE>.txt, which tools/install.sh applies.
@@ -13,7 +17,6 @@ install_requires = [
     "editdistance>=0.6",  # ESPnet's CER/WER reports during training import it; 202611 no longer installs it
     "transformers>=4.46",
     "tokenizers>=0.20",
-    "sentencepiece>=0.2.0",
     "kaldiio>=2.18",
     "soundfile>=0.12",
     "tqdm>=4.60",
@@ -28,6 +31,7 @@ recipe_requires = [
     "jiwer>=3.0",  # scoring (espnet_bertkd.recipe.score)
     "espeakng-loader>=0.2.4",  # eSpeak NG library + data for the synthetic corpus
     "scipy>=1.10",  # resampling and noise in the corpus generator (ESPnet itself also depends on it)
+    "sentencepiece>=0.2.0",  # BPE token lists (espnet_bertkd.recipe.tokens; ESPnet itself also depends on it)
 ]
 
 setup(
@@ -35,7 +39,7 @@ setup(
     version="0.2.0",
     description="Distil a masked-LM teacher into an ESPnet CTC recogniser through attention decoders "
     "attached at chosen encoder layers",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.14",
     packages=find_packages(include=["espnet_bertkd", "espnet_bertkd.*"]),

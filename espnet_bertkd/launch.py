@@ -40,11 +40,12 @@ def _progress_to_stderr() -> Iterator[None]:
         root.setLevel(level)
 
 
-def preflight(module: str, argv: Sequence[str]) -> None:
+def preflight(module: str, argv: Sequence[str]) -> List[str]:
     """Checks that must fail before ESPnet builds anything or reads any data (asr_train only; see
-    espnet_bertkd.tasks.preflight)."""
+    espnet_bertkd.tasks.preflight). Returns options to append to ESPnet's command line (what the preflight resolved,
+    e.g. the teacher's vocabulary size, for ESPnet to save in config.yaml)."""
     if module != "espnet2.bin.asr_train" or "--print_config" in argv:
-        return
+        return []
     from espnet2.tasks.asr import ASRTask
 
     from espnet_bertkd.tasks.preflight import run_preflight
@@ -52,14 +53,14 @@ def preflight(module: str, argv: Sequence[str]) -> None:
     try:
         args = ASRTask.get_parser().parse_args(list(argv))
     except SystemExit:
-        return  # ESPnet itself reports the bad command line
+        return []  # ESPnet itself reports the bad command line
     with _progress_to_stderr():
-        run_preflight(args)
+        return run_preflight(args)
 
 
 def run_module(module: str, argv: Sequence[str]) -> None:
     try:
-        preflight(module, argv)
+        argv = list(argv) + preflight(module, argv)
     except (ValueError, OSError) as e:  # bad config or data: the message says what and how to fix it
         sys.exit(f"{module}: not started, the preflight refused the run ({type(e).__name__}):\n{e}")
     sys.argv = [module] + list(argv)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 import pytest
@@ -253,6 +253,16 @@ def tiny_corpus(tmp_path_factory):
     return root, info
 
 
+def read_trans(path: Path) -> List[Tuple[str, str]]:
+    """Parse a LibriSpeech trans.txt back into (utt_id, transcript) pairs."""
+    pairs = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line:
+            uid, _, text = line.partition(" ")
+            pairs.append((uid, text))
+    return pairs
+
+
 def test_layout_matches_librispeech(tiny_corpus):
     root, info = tiny_corpus
     expected_sets = {"train-clean": 12, "dev-clean": 4, "test-clean": 4, "dev-other": 3, "test-other": 3}
@@ -264,10 +274,10 @@ def test_layout_matches_librispeech(tiny_corpus):
         for trans in (root / set_name).glob("*/*/*.trans.txt"):
             speaker, chapter = trans.parent.parent.name, trans.parent.name
             assert trans.name == f"{speaker}-{chapter}.trans.txt"
-            ids = [u for u, _ in layout.read_trans(trans)]
+            ids = [u for u, _ in read_trans(trans)]
             assert ids == sorted(ids)
             assert sorted(ids) == sorted(p.stem for p in trans.parent.glob("*.flac"))
-            for uid, text in layout.read_trans(trans):
+            for uid, text in read_trans(trans):
                 assert re.fullmatch(rf"{speaker}-{chapter}-\d{{4}}", uid)
                 assert re.fullmatch(r"[A-Z' ]+", text)
         for flac in flacs:

@@ -155,7 +155,8 @@ def test_prepare_lm_text(tmp_path):
     prepare_lm_text(out, [lm], [], id_prefix="lm_", case="upper")
     assert out.read_text() == "lm_00000001 FIRST SENTENCE\nlm_00000003 SECOND ONE\n"
     train.write_text("u1 A\nu1 B\n")
-    assert f"{train}:2: utterance u1: duplicate id" in _error(prepare_lm_text, out, [], [train])
+    # read by fileio.read_table, as every stage reads a Kaldi text
+    assert f"{train}:2: utterance u1: duplicate key (first on line 1)" in _error(prepare_lm_text, out, [], [train])
     assert out.read_text() == "lm_00000001 FIRST SENTENCE\nlm_00000003 SECOND ONE\n"  # untouched on error
 
 

@@ -17,6 +17,7 @@ from espnet_bertkd.kd.extract import chunk_paths, extract, job_range, neighbour_
 from espnet_bertkd.kd.soft_labels import KD_DATA_NAMES, KD_PROB, KD_TOKEN, META_FILE, check_coverage, pack
 from espnet_bertkd.kd.teacher_config import TeacherConfig
 from espnet_bertkd.kd.teacher import MaskedLMTeacher
+from espnet_bertkd.utils.fileio import DataError
 
 TOPK = 4
 UTTS = [f"1089-134686-{i:04d}" for i in range(len(TEXTS))]
@@ -224,14 +225,16 @@ def test_meta_records_teacher_and_refuses_other_settings(tmp_path, text_file, co
 def test_read_text_duplicate_names_file_line_and_utt(tmp_path):
     path = tmp_path / "text"
     path.write_text("a HELLO\nb WORLD\n\na AGAIN\n", encoding="utf-8")
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(DataError) as err:  # a ValueError
         read_text(str(path))
-    assert f"{path}:4" in str(err.value) and "'a'" in str(err.value)
+    # fileio.read_table's policy: a blank line is refused too (it used to be skipped here, refused by validation)
+    assert f"{path}:3: empty line" in str(err.value)
+    assert f"{path}:4: utterance a: duplicate key (first on line 1)" in str(err.value)
 
 
 def test_read_text_pairs_and_empty_transcript(tmp_path):
     path = tmp_path / "text"
-    path.write_text("a HELLO  THERE\nb\n\nc   X\n", encoding="utf-8")
+    path.write_text("a HELLO  THERE\nb\nc   X\n", encoding="utf-8")
     assert read_text(str(path)) == [("a", "HELLO  THERE"), ("b", ""), ("c", "X")]
 
 

@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from conftest import build_asr_model
-from espnet_bertkd.asr.greedy_ctc import GreedyCTCDecoder, collapse, length_sorted_batches, padding_exact_encoder
+from espnet_bertkd.asr.greedy_ctc import (
+    GreedyCTCDecoder,
+    collapse,
+    encode_every_layer,
+    frontend_features,
+    length_sorted_batches,
+    padding_exact_encoder,
+)
 from espnet_bertkd.compat import convolutions_mask_padding
 
 # ESPnet's recipes use the "latest" relative positions; the legacy ones depend on the padded length (see greedy_ctc).
@@ -108,6 +115,32 @@ def test_plugin_model_decodes_intermediate_layers(teacher_dir):
             enc, lens, layers = model.encode_layers(w[None].clone(), torch.tensor([w.numel()]))
         ids = model.ctc.argmax(layers[2])[0].tolist()
         assert r.interctc[2] == [k for k, _ in itertools.groupby(ids) if k not in (model.blank_id, model.sos)]
+
+
+def test_espnet_encode_is_frontend_then_encoder_path(teacher_dir):
+    """The ESPnet internals greedy decoding touches, all in greedy_ctc's `frontend_features` (the private
+    `_extract_feats`) and `encode_every_layer` (`ESPnetASRModel.encode` unbound): together they compute exactly what
+    the model's own encoding computes, and for a `model: bertkd` model the unbound call differs from the plugin's
+    `encode` only in keeping the KD layers that the plugin hides from ESPnet's asr_inference."""
+    model = sharpen(build_asr_model(
+        "conformer",
+        {"ctc_weight": 0.5, "kd_layers": [1, 3], "teacher": {"model": teacher_dir, "mode": "online"},
+         "kd_decoder_conf": {"num_blocks": 1, "linear_units": 32, "attention_heads": 2}},
+        input_size=None, encoder_conf={**CONFORMER, "num_blocks": 3}))
+    wave = waveforms(2)[0][None]
+    lengths = torch.tensor([wave.size(1)])
+    frontend = model.frontend
+    with torch.no_grad():
+        feats, feat_lengths = frontend_features(model, wave, lengths)
+        out, out_lengths, layers = encode_every_layer(model, feats, feat_lengths)
+        expected, expected_lengths, expected_layers = model.encode_layers(wave, lengths)
+        plugin_out, plugin_lengths = model.encode(wave, lengths)
+    assert model.frontend is frontend  # detached for the call only
+    assert feats.shape[1] == int(feat_lengths[0]) > 0 and feats.shape[1] < wave.shape[1]  # features, not samples
+    assert torch.equal(out, expected) and torch.equal(out_lengths, expected_lengths)
+    assert set(layers) == set(expected_layers) == {1}  # KD layer 1 (layer 3 is the final output)
+    assert torch.equal(layers[1], expected_layers[1])
+    assert torch.equal(plugin_out, expected) and torch.equal(plugin_lengths, expected_lengths)  # no layers, no tuple
 
 
 def test_collapse_hand_example():

@@ -15,6 +15,7 @@ from espnet_bertkd.recipe.bin import split_scp as split_cli
 from espnet_bertkd.utils.fileio import DataError
 from espnet_bertkd.recipe.jobs import JobsFailed, launch, run_local, slurm_script
 from espnet_bertkd.recipe.scp import merge_scp, split_scp
+from espnet_bertkd.utils.jobs import split_sizes
 
 # A job that records its start and end in EVENTS, and the number of jobs running at its start (RUNNING is a counter
 # file all jobs update under one lock).
@@ -193,8 +194,10 @@ def test_split_and_merge_scp(tmp_path, capsys):
     scp = tmp_path / "wav.scp"
     scp.write_text("".join(f"u{i} /a/u{i}.flac\n" for i in range(7)))
     parts = [tmp_path / f"keys.{j}.scp" for j in (1, 2, 3)]
-    assert split_scp(scp, parts) == [3, 2, 2]  # as split_scp.pl: the first parts take the remainder
-    assert parts[0].read_text() == "u0 /a/u0.flac\nu1 /a/u1.flac\nu2 /a/u2.flac\n"
+    # the one job split (espnet_bertkd.utils.jobs, soft-label extraction's): the last parts take the remainder
+    assert split_scp(scp, parts) == [2, 2, 3] == split_sizes(7, 3)
+    assert parts[0].read_text() == "u0 /a/u0.flac\nu1 /a/u1.flac\n"
+    assert parts[2].read_text() == "u4 /a/u4.flac\nu5 /a/u5.flac\nu6 /a/u6.flac\n"
     assert "".join(p.read_text() for p in parts) == scp.read_text()
     with pytest.raises(DataError, match="7 lines cannot be split into 8"):
         split_scp(scp, [tmp_path / f"k{j}" for j in range(8)])
@@ -208,7 +211,7 @@ def test_split_and_merge_scp(tmp_path, capsys):
         merge_scp([tmp_path / "out.1", tmp_path / "out.2"], tmp_path / "text")
     assert f"{tmp_path}/out.2:2: utterance u9: also in {tmp_path}/out.1:1" in str(e.value)
     split_cli.main(["--nj", "2", str(scp), f"{tmp_path}/split.JOB.scp"])
-    assert (tmp_path / "split.2.scp").read_text().splitlines() == [f"u{i} /a/u{i}.flac" for i in (4, 5, 6)]
+    assert (tmp_path / "split.2.scp").read_text().splitlines() == [f"u{i} /a/u{i}.flac" for i in (3, 4, 5, 6)]
     split_cli.main(["--merge", "--nj", "2", f"{tmp_path}/split.JOB.scp", f"{tmp_path}/merged.scp"])
     assert (tmp_path / "merged.scp").read_text() == scp.read_text()
     assert "wrote" in capsys.readouterr().out

@@ -27,6 +27,7 @@ import torch
 import yaml
 
 from conftest import TEXTS, TOKENS, encode_text, soft_label_kwargs
+from espnet_bertkd.kd.requirements import requirements
 from espnet_bertkd.tasks.data_check import validate_data_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -182,10 +183,27 @@ def test_help_lists_both_levels():
     assert "--ngpu=0" in proc.stderr and "--asr_args=" in proc.stderr  # the stage driver's
 
 
+def recipe_text(corpus: str) -> str:
+    """A recipe's run.sh (its sets) followed by the body it sources, which runs in the recipe's directory."""
+    run_sh = (RECIPES[corpus] / "run.sh").read_text()
+    body = re.search(r'^\. "\$\(dirname "\$0"\)/(\S+)"$', run_sh, re.M).group(1)
+    return run_sh + (RECIPES[corpus] / body).read_text()
+
+
+def test_both_recipes_share_one_body():
+    """The 100 h run.sh differs from the 960 h one only in its header and its sets: both source the same body."""
+    bodies = {(RECIPES[c] / re.search(r'^\. "\$\(dirname "\$0"\)/(\S+)"$', (RECIPES[c] / "run.sh").read_text(),
+                                     re.M).group(1)).resolve() for c in RECIPES}
+    assert bodies == {RECIPES["librispeech"] / "local/librispeech.sh"}
+    for corpus in RECIPES:
+        lines = [l for l in (RECIPES[corpus] / "run.sh").read_text().splitlines() if l and not l.startswith("#")]
+        assert [l.split("=")[0] for l in lines[1:-1]] == ["corpus_sets", "combine_sets", "train_set"], lines
+
+
 @pytest.mark.parametrize("corpus", list(RECIPES))
 def test_run_sh_names_existing_configs(corpus):
     """Every system run.sh trains has a config, and the LM/decoding configs it names exist."""
-    text = (RECIPES[corpus] / "run.sh").read_text()
+    text = recipe_text(corpus)
     systems = re.search(r'^ +--systems "([^"]+)"', text, re.M).group(1).split()
     assert systems == list(SYSTEMS)
     conf_dir = RECIPES[corpus] / re.search(r"--asr_config_dir (\S+)", text).group(1)
@@ -193,7 +211,10 @@ def test_run_sh_names_existing_configs(corpus):
     assert sorted(p.name for p in conf_dir.glob("train_asr_*.yaml")) == sorted(f"train_asr_{s}.yaml" for s in SYSTEMS)
     for option in ("--lm_config", "--inference_config"):
         assert (RECIPES[corpus] / re.search(rf"{option} (\S+)", text).group(1)).is_file(), option
-    assert "--nbpe 5000" in text and "--teacher \"${teacher}\"" in text and "teacher=bert-base-uncased" in text
+    # --teacher only relocates the configs' teacher (default: none, their bert-base-uncased); the configs own the rest
+    shell = text + "".join(p.read_text() for p in sorted((REPO / "egs/librispeech/asr1/local").glob("*.sh")))
+    assert "--nbpe 5000" in shell and "--teacher \"${teacher}\"" in shell and re.search(r"^teacher= ", shell, re.M)
+    assert "--topk" not in shell and "--kd_temperature" not in shell
     assert '--test_sets "dev_clean dev_other test_clean test_other"' in text and "--valid_set dev " in text
 
 
@@ -207,9 +228,9 @@ def load(corpus: str, system: str) -> Dict:
 
 @pytest.mark.parametrize("corpus", list(RECIPES))
 def test_systems_differ_only_in_the_method(corpus):
-    """Same data, epochs and encoder for every system (method.md): configs agree outside model_conf and
-    interctc's intermediate layer, and asr.sh's soft-label switch (a `teacher:` line) matches the systems with KD
-    decoders."""
+    """Same data, epochs and encoder for every system (docs/method.md): configs agree outside model_conf and
+    interctc's intermediate layer, and what asr.sh asks of each config (kd_requirements) matches the systems with
+    KD decoders."""
     def shared(system):
         conf = load(corpus, system)
         conf.pop("model_conf")
@@ -223,8 +244,8 @@ def test_systems_differ_only_in_the_method(corpus):
         mc = conf["model_conf"]
         assert conf["model"] == "bertkd" and mc["kd_layers"] == KD_LAYERS[system], system
         assert conf["best_model_criterion"] == [["valid", "cer_ctc", "min"]] and conf["keep_nbest_models"] == 10
-        text = (REPO / "egs" / corpus / "asr1" / "conf" / f"train_asr_{system}.yaml").read_text()
-        assert bool(re.search(r"^ *teacher:", text, re.M)) == (system in DECODER_SYSTEMS), system
+        path = str(REPO / "egs" / corpus / "asr1" / "conf" / f"train_asr_{system}.yaml")
+        assert requirements(path).mode == ("cached" if system in DECODER_SYSTEMS else "none"), system
         if system in DECODER_SYSTEMS:
             assert mc["teacher"] == {"model": "bert-base-uncased", "mode": "cached", "topk": 8, "temperature": 1.0}
             assert mc["kd_alpha"] == (0.0 if system == "aed" else 0.5) and 0 < mc["ctc_weight"] < 1

@@ -104,6 +104,34 @@ def test_result_files(tmp_path):
     assert "id: (u2)" not in txt  # only utterances with errors are listed
 
 
+def test_alignment_is_jiwers():
+    """Per utterance, the alignment is jiwer's (process_words' chunks, one row a word) and the counts are jiwer's:
+    they agree with each other and with an independent word edit distance, on random utterances."""
+    import random
+
+    import editdistance
+    import jiwer
+
+    from espnet_bertkd.recipe.score import _align
+
+    rng = random.Random(0)
+    for _ in range(300):
+        ref = [rng.choice("ABCDE") for _ in range(rng.randint(0, 8))]
+        hyp = [rng.choice("ABCDEF") for _ in range(rng.randint(0, 8))]
+        u = _align(ref, hyp)
+        ops = [op for _, _, op in u.alignment]
+        assert (u.hits, u.substitutions, u.deletions, u.insertions) == tuple(ops.count(o) for o in "CSDI")
+        assert [r for r, _, _ in u.alignment if r] == ref and [h for _, h, _ in u.alignment if h] == hyp
+        assert all((r == h) == (op == "C") for r, h, op in u.alignment)
+        assert u.errors == editdistance.eval(ref, hyp)
+        if ref:
+            out = jiwer.process_words(" ".join(ref), " ".join(hyp))
+            assert (u.hits, u.substitutions, u.deletions, u.insertions) == (
+                out.hits, out.substitutions, out.deletions, out.insertions)
+    # the sclite-style block is ours (asserted byte for byte above); jiwer's visualize_alignment is another format
+    assert "HYP: A X C *\n" in jiwer.visualize_alignment(jiwer.process_words("A B C D", "A X C"))
+
+
 def test_score_cli(tmp_path, capsys):
     ref = write(tmp_path / "data" / "text", "u1 A B C D\nu2 E F\n")
     decode = tmp_path / "exp" / "ctc" / "decode_greedy" / "test"

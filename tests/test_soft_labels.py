@@ -22,7 +22,6 @@ from espnet_bertkd.kd.soft_labels import (
     collate_arrays,
     pack,
     read_meta,
-    unpack,
     write_meta,
 )
 from espnet_bertkd.kd.teacher_config import TeacherConfig
@@ -41,11 +40,18 @@ def labels(n: int, k: int, vocab: int, seed: int = 0) -> SoftLabels:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# pack / unpack
+# pack / read back
+
+
+def read_back(tokens: np.ndarray, probs: np.ndarray):
+    """One utterance's stored arrays read the way the model reads them: padded as ESPnet's collate function does
+    (collate_arrays), then batch_targets."""
+    batch = collate_arrays([(tokens, probs)])
+    return batch_targets(batch[KD_TOKEN], batch[f"{KD_TOKEN}_lengths"], batch[KD_PROB])
 
 
 @pytest.mark.parametrize("vocab", [120, 30522, 32769, 250002, MAX_TOKEN_ID])
-def test_pack_unpack_round_trip(vocab):
+def test_pack_read_round_trip(vocab):
     lab = labels(7, 5, vocab)
     # the extreme ids survive float32 storage
     lab.topk_ids[0, 0] = vocab - 1
@@ -55,12 +61,12 @@ def test_pack_unpack_round_trip(vocab):
     assert probs.dtype == np.float32 and probs.shape == (7, 5)
     np.testing.assert_array_equal(tokens[:, 0], lab.token_ids)
     np.testing.assert_array_equal(tokens[:, 1:], lab.topk_ids)
-    back = unpack(tokens, probs)
-    assert back.token_ids.dtype == np.int64 and back.topk_ids.dtype == np.int64
-    assert back.topk_probs.dtype == np.float32
-    np.testing.assert_array_equal(back.token_ids, lab.token_ids)
-    np.testing.assert_array_equal(back.topk_ids, lab.topk_ids)
-    np.testing.assert_array_equal(back.topk_probs, lab.topk_probs.astype(np.float32))
+    back = read_back(tokens, probs)
+    assert back.tokens.dtype == torch.long and back.topk_ids.dtype == torch.long
+    assert back.topk_probs.dtype == torch.float32
+    np.testing.assert_array_equal(back.tokens[0].numpy(), lab.token_ids)
+    np.testing.assert_array_equal(back.topk_ids[0].numpy(), lab.topk_ids)
+    np.testing.assert_allclose(back.topk_probs[0].numpy(), lab.topk_probs, rtol=1e-6)  # rows renormalised
 
 
 def test_pack_refuses_vocabularies_float32_cannot_hold():
@@ -80,8 +86,8 @@ def test_pack_empty_utterance():
     lab = SoftLabels(np.zeros(0, np.int64), np.zeros((0, 3), np.int64), np.zeros((0, 3), np.float32))
     tokens, probs = pack(lab, 100)
     assert tokens.shape == (0, 4) and probs.shape == (0, 3)
-    back = unpack(tokens, probs)
-    assert back.token_ids.shape == (0,) and back.topk_ids.shape == (0, 3)
+    back = read_back(tokens, probs)
+    assert back.lengths.tolist() == [0] and back.tokens.shape == (1, 0) and back.topk_ids.shape == (1, 0, 3)
 
 
 # --------------------------------------------------------------------------------------------------------------------

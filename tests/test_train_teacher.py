@@ -123,3 +123,18 @@ def test_length_bucketed_batches_cover_every_line_once():
     spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
     assert spread < 8
     assert batches != length_bucketed_batches(lengths, 16, random.Random(1), bucket_batches=10)
+
+
+def test_schedule_is_transformers_linear_after_the_warmup():
+    """The teacher's schedule is transformers' linear warmup/decay, except that its warmup starts at 1/warmup, not at
+    0 (transformers' first update has lr 0): the one reason it is not `get_linear_schedule_with_warmup`."""
+    from transformers.optimization import _get_linear_schedule_with_warmup_lr_lambda as transformers_linear
+
+    from espnet_bertkd.kd.train_teacher import warmup_linear_decay
+
+    for total in (2, 7, 100, 1234):
+        warmup = max(1, int(total * 0.05))
+        ours = [warmup_linear_decay(s, warmup, total) for s in range(total + 2)]
+        theirs = [transformers_linear(s, num_warmup_steps=warmup, num_training_steps=total) for s in range(total + 2)]
+        assert ours[warmup:] == theirs[warmup:]  # exactly, not approximately
+        assert ours[:warmup] == theirs[1: warmup + 1] and ours[0] == 1 / warmup and theirs[0] == 0.0

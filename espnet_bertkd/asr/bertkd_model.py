@@ -1,6 +1,6 @@
 """ESPnet CTC model that learns from a masked-LM teacher through attention decoders at chosen encoder layers.
 
-Loss (method.md):  L = c * L_ctc' + (1 - c) * mean over decoders of L_dec,
+Loss (docs/method.md):  L = c * L_ctc' + (1 - c) * mean over decoders of L_dec,
   L_ctc' = (1 - b) * L_ctc + b * mean(interCTC losses)            (ESPnet's own CTC side, unchanged)
   L_kd_l = (1 - a) * CE_lsm(w, p_l) + a * sum_i KL(q_i || p_l,i)   (one KD decoder per layer l in kd_layers)
 where c = ctc_weight, b = interctc_weight, a = kd_alpha, and "decoders" are the KD decoders plus ESPnet's ordinary

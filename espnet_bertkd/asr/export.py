@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import os
 from pathlib import Path
 from typing import Any, Dict, Mapping, Tuple
 
@@ -16,6 +15,7 @@ import yaml
 from espnet2.asr.espnet_model import ESPnetASRModel
 
 from espnet_bertkd.asr.bertkd_model import MODEL_NAME, ESPnetBertKDModel
+from espnet_bertkd.utils.fileio import atomic_open, atomic_write_text
 
 ESPNET_MODEL_KEYS = frozenset(inspect.signature(ESPnetASRModel.__init__).parameters) - {"self"}
 
@@ -50,12 +50,6 @@ def check_loads(config: Mapping[str, Any], state: Mapping[str, torch.Tensor]) ->
     return sum(p.numel() for p in model.parameters())
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def export_ctc(asr_train_config: str, asr_model_file: str, output_dir: str) -> Tuple[Path, Path, int]:
     """Write OUTPUT_DIR/config.yaml and OUTPUT_DIR/model.pth; returns their paths and the parameter count."""
     with open(asr_train_config, encoding="utf-8") as f:
@@ -66,8 +60,8 @@ def export_ctc(asr_train_config: str, asr_model_file: str, output_dir: str) -> T
     state = export_state_dict(state)
     params = check_loads(config, state)
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     config_path, model_path = out / "config.yaml", out / "model.pth"
-    _atomic_write(model_path, lambda p: torch.save(state, p))
-    _atomic_write(config_path, lambda p: p.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8"))
+    with atomic_open(model_path, "wb") as f:
+        torch.save(state, f)
+    atomic_write_text(config_path, yaml.safe_dump(config, sort_keys=False))
     return config_path, model_path, params

@@ -24,7 +24,7 @@ import torch
 from espnet2.asr.espnet_model import ESPnetASRModel
 from torch.nn.utils.rnn import pad_sequence
 
-from espnet_bertkd.asr.speed import ENCODER_PATH, count_parameters
+from espnet_bertkd.asr.speed import INFERENCE_ENCODER_MODULES, count_parameters
 
 
 @dataclass
@@ -55,16 +55,48 @@ def collapse(
     return out, scores
 
 
-@contextlib.contextmanager
-def frontend_bypassed(model: ESPnetASRModel) -> Iterator[None]:
-    """Let `model.encode` take precomputed features (ESPnet skips a None front-end)."""
+# ---------------------------------------------------------------------- the ESPnet internals greedy decoding uses
+# The greedy path reaches into ESPnetASRModel in exactly these two functions (pinned by tests/test_greedy_ctc.py's
+# test_espnet_encode_is_frontend_then_encoder_path): the private front-end step `_extract_feats`, and `encode`
+# called unbound, as ESPnetASRModel's and not the model's own.
+
+
+def frontend_features(
+    model: ESPnetASRModel, speech: torch.Tensor, lengths: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The front-end alone (STFT + filterbank; the waveform itself when the model has none), as the first step of
+    ESPnet's `encode`: its private `ESPnetASRModel._extract_feats`. The decoder calls it one utterance at a time,
+    since the STFT's centre padding reflects at the padded end of a batch."""
+    return model._extract_feats(speech, lengths)
+
+
+def encode_every_layer(
+    model: ESPnetASRModel, feats: torch.Tensor, feat_lengths: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor, Dict[int, torch.Tensor]]:
+    """ESPnet's encoder path after the front-end (normalize, pre-encoder, encoder, post-encoder) on features from
+    `frontend_features`: the final output, its lengths and every intermediate block output the encoder returned.
+
+    The front-end is detached for the call (ESPnet's `encode` skips a None front-end), and `ESPnetASRModel.encode`
+    runs unbound rather than `model.encode`: a `model: bertkd` model overrides `encode`
+    (espnet_bertkd.asr.bertkd_model.ESPnetBertKDModel.encode) to give ESPnet's `asr_inference` only the user's
+    interCTC layers, dropping the KD layers and the extra blocks `GreedyCTCDecoder` asks the encoder for
+    (`--interctc_layers`); the override adds nothing else (no hooks), so the unbound call computes the same outputs
+    for plugin, exported and plain ESPnet models alike, with every layer kept.
+    """
     frontend = model.frontend
     model.frontend = None
     try:
-        yield
+        out, out_lengths = ESPnetASRModel.encode(model, feats, feat_lengths)
     finally:
         model.frontend = frontend
+    layers: Dict[int, torch.Tensor] = {}
+    if isinstance(out, tuple):
+        out, intermediate = out
+        layers = dict(intermediate)
+    return out, out_lengths, layers
 
+
+# ---------------------------------------------------------------------------------------------- padding
 
 def subsampled_lengths(embed: torch.nn.Module, lengths: torch.Tensor) -> torch.Tensor:
     """Frames the subsampling convolutions give each utterance when it is alone (no padding after it).
@@ -145,7 +177,7 @@ class GreedyCTCDecoder:
     @property
     def inference_params(self) -> int:
         """Parameters greedy decoding uses: front-end to CTC head (no attention or KD decoders)."""
-        return count_parameters([getattr(self.model, name, None) for name in ENCODER_PATH] + [self.model.ctc])
+        return count_parameters([getattr(self.model, name, None) for name in INFERENCE_ENCODER_MODULES] + [self.model.ctc])
 
     def _expose_layers(self) -> None:
         if not self.interctc_layers:
@@ -170,17 +202,12 @@ class GreedyCTCDecoder:
         """Padding-exact batched encoding: per-utterance front-end, masked convolutions, one encoder pass."""
         model = self.model
         if model.frontend is not None:
-            feats = [model._extract_feats(speech[i : i + 1, : lengths[i]], lengths[i : i + 1])[0][0]
+            feats = [frontend_features(model, speech[i : i + 1, : lengths[i]], lengths[i : i + 1])[0][0]
                      for i in range(speech.size(0))]
             feat_lengths = torch.tensor([f.size(0) for f in feats], device=speech.device)
             speech, lengths = pad_sequence(feats, batch_first=True), feat_lengths
-        with frontend_bypassed(model), padding_exact_encoder(model):
-            out, out_lengths = ESPnetASRModel.encode(model, speech, lengths)  # unfiltered: every returned layer
-        layers: Dict[int, torch.Tensor] = {}
-        if isinstance(out, tuple):
-            out, intermediate = out
-            layers = dict(intermediate)
-        return out, out_lengths, layers
+        with padding_exact_encoder(model):
+            return encode_every_layer(model, speech, lengths)
 
     @torch.no_grad()
     def __call__(self, speech: torch.Tensor, lengths: torch.Tensor) -> List[GreedyResult]:

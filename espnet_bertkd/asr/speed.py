@@ -26,7 +26,8 @@ def write_speed(directory: str | Path, record: Dict) -> None:
     atomic_write_text(Path(directory) / "speed.json", json.dumps(record, indent=2) + "\n")
 
 
-ENCODER_PATH = ("frontend", "normalize", "preencoder", "encoder", "postencoder")
+# Names of the ESPnetASRModel attributes (modules, or None) that turn audio into encoder output at inference time.
+INFERENCE_ENCODER_MODULES = ("frontend", "normalize", "preencoder", "encoder", "postencoder")
 
 
 def count_parameters(modules: Sequence[Optional[Any]]) -> int:
@@ -41,7 +42,7 @@ def speech2text_params(speech2text: Any) -> int:
     import torch
 
     model = speech2text.asr_model
-    modules = [getattr(model, name, None) for name in ENCODER_PATH]
+    modules = [getattr(model, name, None) for name in INFERENCE_ENCODER_MODULES]
     search = speech2text.beam_search
     if search is not None:
         for scorer in {**search.full_scorers, **search.part_scorers}.values():

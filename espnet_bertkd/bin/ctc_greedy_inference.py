@@ -15,32 +15,28 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import soundfile
 import torch
 
 import espnet_bertkd  # noqa: F401  (registers model: bertkd once ESPnet's ASR task is imported)
-from espnet_bertkd.asr.greedy_ctc import GreedyCTCDecoder, length_sorted_batches
+from espnet_bertkd.asr.greedy_ctc import GreedyCTCDecoder, GreedyResult, length_sorted_batches
 from espnet_bertkd.asr.checkpoint import build_model_checked
 from espnet_bertkd.asr.speed import speed_record, write_speed
+from espnet_bertkd.utils.fileio import read_dict, read_keys
 
 
 def read_key_file(path: str) -> List[str]:
-    with open(path, encoding="utf-8") as f:
-        return [line.split(maxsplit=1)[0] for line in f if line.strip()]
+    return read_keys(path)
 
 
 def sound_lengths(scp: str, keys: List[str], dataset) -> Dict[str, int]:
     """Samples per utterance, from file headers where the scp holds plain paths (no decoding of audio)."""
-    paths: Dict[str, str] = {}
-    with open(scp, encoding="utf-8") as f:
-        for line in f:
-            parts = line.strip().split(maxsplit=1)
-            if len(parts) == 2:
-                paths[parts[0]] = parts[1]
+    paths = read_dict(scp)
     lengths = {}
     for key in keys:
         path = paths.get(key, "")
@@ -71,14 +67,22 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[List[str]] = None) -> None:
-    from espnet2.fileio.datadir_writer import DatadirWriter
-    from espnet2.text.build_tokenizer import build_tokenizer
-    from espnet2.train.dataset import ESPnetDataset
+@dataclass
+class Speech:
+    """The utterances to decode: ESPnet's dataset over the one speech input, the keys in input order and their
+    lengths in samples (or frames, for feature inputs)."""
 
-    args = get_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
-    device = "cuda" if args.ngpu > 0 else "cpu"
+    dataset: Any
+    keys: List[str]
+    lengths: Dict[str, int]
+    is_sound: bool
+
+
+def load_decoder(args: argparse.Namespace, device: str) -> Tuple[GreedyCTCDecoder, Any]:
+    """The model (checked against its config) in the requested dtype, its greedy decoder and the tokenizer that turns
+    tokens back into text (None: tokens joined by spaces)."""
+    from espnet2.text.build_tokenizer import build_tokenizer
+
     model, train_args = build_model_checked(args.asr_train_config, args.asr_model_file, device)
     model.to(dtype=getattr(torch, args.dtype)).eval()
     layers = [int(x) for x in args.interctc_layers.split(",") if x.strip()]
@@ -86,27 +90,40 @@ def main(argv: Optional[List[str]] = None) -> None:
     token_type = args.token_type or train_args.token_type
     bpemodel = args.bpemodel or getattr(train_args, "bpemodel", None)
     tokenizer = build_tokenizer(token_type=token_type, bpemodel=bpemodel) if token_type else None
-    token_list = model.token_list
+    return decoder, tokenizer
 
-    entries = [tuple(x.split(",")) for x in args.data_path_and_name_and_type]
+
+def load_speech(data_path_and_name_and_type: List[str], key_file: Optional[str]) -> Speech:
+    """The one PATH,speech,TYPE input, restricted to the utterances of `key_file` when given."""
+    from espnet2.train.dataset import ESPnetDataset
+
+    entries = [tuple(x.split(",")) for x in data_path_and_name_and_type]
     speech_entries = [e for e in entries if e[1] == "speech"]
     if len(speech_entries) != 1:
         raise ValueError("--data_path_and_name_and_type needs exactly one PATH,speech,TYPE entry")
+    path, _, kind = speech_entries[0]
     dataset = ESPnetDataset(speech_entries, float_dtype="float32")
     keys = list(dataset.loader_dict["speech"].keys())
-    if args.key_file:
-        wanted = set(read_key_file(args.key_file))
+    if key_file:
+        wanted = set(read_key_file(key_file))
         keys = [k for k in keys if k in wanted]
-    lengths = (sound_lengths(speech_entries[0][0], keys, dataset) if speech_entries[0][2] == "sound"
+    is_sound = kind == "sound"
+    lengths = (sound_lengths(path, keys, dataset) if is_sound
                else {k: int(dataset[k][1]["speech"].shape[0]) for k in keys})
-    batches = length_sorted_batches(lengths, args.batch_size, int(args.batch_seconds * args.fs))
+    return Speech(dataset, keys, lengths, is_sound)
 
-    results = {}
+
+def decode_batches(
+    decoder: GreedyCTCDecoder, dataset: Any, batches: List[List[str]], device: str, dtype: str
+) -> Tuple[Dict[str, GreedyResult], float, float]:
+    """Decode each batch (padded on `device` in `dtype`): the results by key, the seconds spent inside the decoder
+    (synchronised on a GPU; loading and padding excluded) and the wall-clock seconds of the whole loop."""
+    results: Dict[str, GreedyResult] = {}
     compute = 0.0
     wall_start = time.perf_counter()
     for batch in batches:
         arrays = [torch.from_numpy(np.asarray(dataset[k][1]["speech"], dtype=np.float32)) for k in batch]
-        speech = torch.nn.utils.rnn.pad_sequence(arrays, batch_first=True).to(device, getattr(torch, args.dtype))
+        speech = torch.nn.utils.rnn.pad_sequence(arrays, batch_first=True).to(device, getattr(torch, dtype))
         speech_lengths = torch.tensor([a.shape[0] for a in arrays], device=device)
         if device == "cuda":
             torch.cuda.synchronize()
@@ -116,9 +133,16 @@ def main(argv: Optional[List[str]] = None) -> None:
             torch.cuda.synchronize()
         compute += time.perf_counter() - start
         results.update(zip(batch, out))
-    wall = time.perf_counter() - wall_start
+    return results, compute, time.perf_counter() - wall_start
 
-    out_dir = Path(args.output_dir)
+
+def write_1best(
+    out_dir: Path, keys: List[str], results: Dict[str, GreedyResult], token_list: List[str], tokenizer: Any
+) -> None:
+    """ESPnet's asr_inference layout: OUTPUT_DIR/1best_recog/{token,token_int,score,text}, and
+    encoder_interctc_layer<N>.txt per decoded intermediate layer, one line per key in `keys` order."""
+    from espnet2.fileio.datadir_writer import DatadirWriter
+
     with DatadirWriter(out_dir) as writer:
         best = writer["1best_recog"]
         for key in keys:
@@ -130,7 +154,21 @@ def main(argv: Optional[List[str]] = None) -> None:
             best["text"][key] = tokenizer.tokens2text(tokens) if tokenizer is not None else " ".join(tokens)
             for layer, ids in r.interctc.items():
                 best[f"encoder_interctc_layer{layer}.txt"][key] = " ".join(token_list[i] for i in ids)
-    audio_seconds = sum(lengths[k] for k in keys) / args.fs if speech_entries[0][2] == "sound" else None
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    device = "cuda" if args.ngpu > 0 else "cpu"
+    decoder, tokenizer = load_decoder(args, device)
+    speech = load_speech(args.data_path_and_name_and_type, args.key_file)
+    batches = length_sorted_batches(speech.lengths, args.batch_size, int(args.batch_seconds * args.fs))
+    results, compute, wall = decode_batches(decoder, speech.dataset, batches, device, args.dtype)
+
+    out_dir = Path(args.output_dir)
+    keys = speech.keys
+    write_1best(out_dir, keys, results, decoder.model.token_list, tokenizer)
+    audio_seconds = sum(speech.lengths[k] for k in keys) / args.fs if speech.is_sound else None
     speed = speed_record(len(keys), compute, audio_seconds, decoder="ctc_greedy_inference", batches=len(batches),
                          wall_seconds=wall, device=device, dtype=args.dtype, batch_size=args.batch_size,
                          batch_seconds=args.batch_seconds, inference_params=decoder.inference_params)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from espnet_bertkd.kd.train_teacher import TeacherTraining, train_masked_lm
+from espnet_bertkd.utils.fileio import atomic_write_text
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -36,7 +37,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     summary = train_masked_lm(args.text, args.output_dir, options, init=args.init)
     summary["options"] = dataclasses.asdict(options)
     summary["init"] = args.init
-    (Path(args.output_dir) / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(Path(args.output_dir) / "training.json", json.dumps(summary, indent=2) + "\n")
     print(json.dumps({k: summary[k] for k in ("epoch_losses", "valid_masked_accuracy")}))
 
 

@@ -23,29 +23,20 @@ from espnet_bertkd.kd.soft_labels import KD_DATA_NAMES, KD_PROB, KD_TOKEN, STORA
 from espnet_bertkd.kd.teacher_config import TeacherConfig
 from espnet_bertkd.kd.soft_labels import SoftLabels
 from espnet_bertkd.kd.teacher import MaskedLMTeacher, log_teacher
+from espnet_bertkd.utils.fileio import atomic_open, read_dict, read_pairs
+from espnet_bertkd.utils.jobs import job_range  # chunks are named by (nj, job): keep this split convention
 from espnet_bertkd.utils.progress import Progress
 
 
 def read_text(path: str) -> List[Tuple[str, str]]:
-    """(utt_id, transcript) pairs of an ESPnet/Kaldi `text` file; an utterance id alone means an empty transcript."""
-    pairs, seen = [], set()
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            parts = line.split(maxsplit=1)
-            utt = parts[0]
-            if utt in seen:
-                raise ValueError(f"{path}:{n}: utterance {utt!r} appears twice")
-            seen.add(utt)
-            pairs.append((utt, parts[1] if len(parts) > 1 else ""))
-    return pairs
+    """(utt_id, transcript) pairs of an ESPnet/Kaldi `text` file; an utterance id alone means an empty transcript.
+    Read by fileio.read_table, as the preflight, teacher_accuracy and the scorer read it (DataError on a blank line,
+    a duplicate id, DOS line endings, ...)."""
+    return read_pairs(path)
 
 
 def read_utt2spk(path: str) -> Dict[str, str]:
-    with open(path, encoding="utf-8") as f:
-        return dict(line.split(maxsplit=1) for line in (l.strip() for l in f) if line)
+    return read_dict(path)
 
 
 def neighbour_contexts(
@@ -66,12 +57,6 @@ def neighbour_contexts(
             left[i] = " ".join(pairs[j][1] for j in members[max(0, pos - width) : pos])
             right[i] = " ".join(pairs[j][1] for j in members[pos + 1 : pos + 1 + width])
     return left, right
-
-
-def job_range(total: int, nj: int, job: int) -> range:
-    """The contiguous slice of `total` utterances that job `job` (1-based) of `nj` handles."""
-    start = total * (job - 1) // nj
-    return range(start, total * job // nj)
 
 
 def chunk_paths(out_dir: Path, nj: int, job: int, chunk: int, name: str) -> Tuple[Path, Path]:
@@ -126,9 +111,8 @@ def run_job(
         for name in KD_DATA_NAMES:
             ark, scp = chunk_paths(out_dir, nj, job, c, name)
             ark.parent.mkdir(parents=True, exist_ok=True)
-            tmp_scp = scp.with_suffix(f".scp.tmp{os.getpid()}")
-            kaldiio.save_ark(str(ark), arrays[name], scp=str(tmp_scp))  # Kaldi float32 matrices
-            os.replace(tmp_scp, scp)  # the scp marks the chunk complete
+            with atomic_open(scp) as scp_file:  # the scp marks the chunk complete
+                kaldiio.save_ark(str(ark), arrays[name], scp=scp_file)  # Kaldi float32 matrices
         scored += len(r)
         bar.update(len(r))
     bar.close()
@@ -146,11 +130,9 @@ def merge(out_dir: Path, n_utts: int, nj: int, chunk_size: int) -> bool:
                     return False
                 parts[name].append(scp)
     for name, scps in parts.items():
-        tmp = out_dir / f"{name}.scp.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as out:
+        with atomic_open(out_dir / f"{name}.scp") as out:
             for scp in scps:
                 out.write(scp.read_text(encoding="utf-8"))
-        os.replace(tmp, out_dir / f"{name}.scp")
     return True
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from espnet_bertkd.utils.fileio import atomic_write_text
+from espnet_bertkd.utils.fileio import atomic_write_text, read_keys
 
 KD_TOKEN = "kd_token"
 KD_PROB = "kd_prob"
@@ -55,11 +55,6 @@ def pack(labels: SoftLabels, vocab_size: int) -> Tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"a teacher vocabulary of {vocab_size} tokens does not fit float32 storage (< {MAX_TOKEN_ID})")
     tokens = np.concatenate([labels.token_ids[:, None], labels.topk_ids], axis=1).astype(np.float32)
     return tokens, labels.topk_probs.astype(np.float32)
-
-
-def unpack(tokens: np.ndarray, probs: np.ndarray) -> SoftLabels:
-    tokens = np.asarray(tokens, dtype=np.int64)
-    return SoftLabels(tokens[:, 0], tokens[:, 1:], np.asarray(probs, dtype=np.float32))
 
 
 @dataclass
@@ -158,8 +153,7 @@ def collate_arrays(arrays: Sequence[Tuple[np.ndarray, np.ndarray]]) -> Dict[str,
 
 
 def read_scp_keys(path: os.PathLike) -> List[str]:
-    with open(path, encoding="utf-8") as f:
-        return [line.split(maxsplit=1)[0] for line in f if line.strip()]
+    return read_keys(path)
 
 
 def write_meta(directory: os.PathLike, meta: Mapping[str, Any]) -> None:

@@ -17,7 +17,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, 
 
 import numpy as np
 
-from espnet_bertkd.utils.fileio import DataError, PathLike, read_table, where
+from espnet_bertkd.utils.fileio import DataError, PathLike, location, read_dict
 
 
 @dataclass
@@ -79,9 +79,9 @@ def teacher_accuracy(
     for utt, array in kd_tokens:
         array = np.asarray(array)
         if array.ndim != 2 or array.shape[1] < 2:
-            raise DataError(f"{where(source, key=utt)}: kd_token has shape {array.shape}, expected (N, 1 + k)")
+            raise DataError(f"{location(source, key=utt)}: kd_token has shape {array.shape}, expected (N, 1 + k)")
         if utt not in transcripts:
-            raise DataError(f"{where(source, key=utt)}: not in the transcripts")
+            raise DataError(f"{location(source, key=utt)}: not in the transcripts")
         truth = array[:, 0].astype(np.int64)
         hits = array[:, 1].astype(np.int64) == truth
         result.utterances += 1
@@ -98,7 +98,7 @@ def teacher_accuracy(
         expected = [i for word in words for i in pieces[word]]
         if expected != truth.tolist():
             raise DataError(
-                f"{where(source, key=utt)}: the soft labels' {len(truth)} teacher tokens are not the teacher's "
+                f"{location(source, key=utt)}: the soft labels' {len(truth)} teacher tokens are not the teacher's "
                 f"tokenisation of the transcript ({len(expected)} tokens): soft labels of another text or teacher"
             )
         for word, begin, end in spans:
@@ -110,7 +110,7 @@ def teacher_accuracy(
 
 
 def read_transcripts(path: PathLike) -> Dict[str, str]:
-    return {e.key: e.value for e in read_table(path)}
+    return read_dict(path)
 
 
 def format_summary(acc: TeacherAccuracy, label: str = "") -> str:

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import shutil
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
 
 from espnet_bertkd.kd.build_teacher import build_bert
+from espnet_bertkd.utils.fileio import replace_dir, tmp_name
 from espnet_bertkd.utils.progress import Progress
 
 
@@ -58,6 +59,16 @@ def length_bucketed_batches(lengths: List[int], batch_size: int, rng: random.Ran
         batches += [chunk[j: j + batch_size] for j in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)
     return batches
+
+
+def warmup_linear_decay(step: int, warmup: int, total: int) -> float:
+    """The learning-rate factor of update `step` (0-based): up linearly over `warmup` updates from 1/warmup (the
+    first update already learns), then down linearly to 0 at `total`.
+
+    After the warmup this is transformers' `get_linear_schedule_with_warmup` to the bit; during it, transformers'
+    factor is one update behind (step/warmup: the first update at lr 0). The teacher keeps its own, so that a
+    retrained teacher, and every soft label it gives, stays the same."""
+    return min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
 
 
 def masked_lm_loss(model, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
@@ -113,7 +124,7 @@ def train_masked_lm(text: str, output_dir: str, options: TeacherTraining, init: 
         raise ValueError(f"{text} has no text to train the teacher on")
     train, valid = split_valid(lines, options.valid_fraction, options.seed)
     out = Path(output_dir)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    tmp = tmp_name(out)  # built here, swapped in by replace_dir once complete
     shutil.rmtree(tmp, ignore_errors=True)
     if init is None:
         build_bert(train, str(tmp), vocab_size=options.vocab_size, hidden_size=options.hidden_size,
@@ -132,9 +143,7 @@ def train_masked_lm(text: str, output_dir: str, options: TeacherTraining, init: 
     total = steps_per_epoch * options.epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=0.01)
     warmup = max(1, int(total * options.warmup_fraction))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
-    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(warmup_linear_decay, warmup=warmup, total=total))
     rng = random.Random(options.seed)
     losses = []
     bar = Progress(total, "teacher MLM", unit="step")
@@ -165,8 +174,6 @@ def train_masked_lm(text: str, output_dir: str, options: TeacherTraining, init: 
 
     model.cpu().save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    replace_dir(tmp, out)  # never leaves neither the old teacher nor the new one
     return {"epoch_losses": losses, "valid_masked_accuracy": accuracy, "train_lines": len(train),
             "valid_lines": len(valid), "parameters": sum(p.numel() for p in model.parameters())}

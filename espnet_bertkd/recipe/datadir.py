@@ -9,11 +9,13 @@ import shutil
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from espnet_bertkd.tasks.data_check import UTT_TABLES, c_sorted, validate_data_dir
-from espnet_bertkd.utils.fileio import DataError, PathLike, atomic_dir, read_table, where, write_table
+from espnet_bertkd.tasks.data_check import UTT_TABLES, c_sorted, spk2utt_rows, validate_data_dir
+from espnet_bertkd.utils.fileio import (DataError, PathLike, atomic_dir, atomic_open, location, read_table,
+                                       write_table)
 
 
-def recording(tables: Dict[str, Dict[str, str]], utt: str) -> str:
+def segment_recording_id(tables: Dict[str, Dict[str, str]], utt: str) -> str:
+    """The wav.scp key (recording id) that a segmented utterance is cut from: the first field of its segments line."""
     return tables["segments"][utt].split()[0]
 
 
@@ -31,7 +33,7 @@ def fix_data_dir(data_dir: PathLike, drop_empty_text: bool = False) -> Tuple[int
         table: Dict[str, str] = {}
         for e in read_table(path, unique=False):
             if e.key in table:
-                logging.warning("%s: duplicate key dropped (only the first is kept)", where(path, e.line, e.key))
+                logging.warning("%s: duplicate key dropped (only the first is kept)", location(path, e.line, e.key))
             else:
                 table.setdefault(e.key, e.value)
         return table
@@ -40,7 +42,8 @@ def fix_data_dir(data_dir: PathLike, drop_empty_text: bool = False) -> Tuple[int
     backup = data_dir / ".backup"
     backup.mkdir(exist_ok=True)
     for name in names:
-        shutil.copyfile(data_dir / name, backup / name)
+        with open(data_dir / name, "rb") as src, atomic_open(backup / name, "wb") as dst:
+            shutil.copyfileobj(src, dst)
 
     tables = {name: load(name) for name in names if name not in ("spk2utt",)}
     utt_names = [n for n in UTT_TABLES if n in tables]
@@ -53,19 +56,18 @@ def fix_data_dir(data_dir: PathLike, drop_empty_text: bool = False) -> Tuple[int
     if drop_empty_text and "text" in tables:
         keep = {k for k in keep if tables["text"][k].strip()}
     if "segments" in tables and "wav.scp" in tables:
-        keep = {k for k in keep if tables["segments"][k].split()[:1] and recording(tables, k) in tables["wav.scp"]}
+        keep = {k for k in keep
+                if tables["segments"][k].split()[:1] and segment_recording_id(tables, k) in tables["wav.scp"]}
     for name in utt_names:
         write_table(data_dir / name, ((k, tables[name][k]) for k in c_sorted(keep)))
     if "segments" in tables and "wav.scp" in tables:
-        used = {recording(tables, k) for k in keep}
+        used = {segment_recording_id(tables, k) for k in keep}
         write_table(data_dir / "wav.scp", ((k, tables["wav.scp"][k]) for k in c_sorted(tables["wav.scp"]) if k in used))
-    by_speaker: Dict[str, List[str]] = {}
-    for utt in c_sorted(keep):
-        by_speaker.setdefault(tables["utt2spk"][utt], []).append(utt)
-    write_table(data_dir / "spk2utt", ((s, " ".join(by_speaker[s])) for s in c_sorted(by_speaker)))
+    spk2utt = spk2utt_rows((utt, tables["utt2spk"][utt]) for utt in keep)
+    write_table(data_dir / "spk2utt", spk2utt)
     if "spk2gender" in tables:
         write_table(data_dir / "spk2gender",
-                    ((s, tables["spk2gender"][s]) for s in c_sorted(by_speaker) if s in tables["spk2gender"]))
+                    ((s, tables["spk2gender"][s]) for s, _ in spk2utt if s in tables["spk2gender"]))
     dropped = len(all_utts) - len(keep)
     if dropped:
         logging.warning("%s: dropped %d of %d utterances (not in every table%s)", data_dir, dropped, len(all_utts),
@@ -104,7 +106,7 @@ def combine_data_dirs(sources: Sequence[PathLike], output: PathLike, first: Opti
         for src in sources:
             for e in read_table(src / name):
                 if e.key in table and not (name in shared_ok and table[e.key] == e.value):
-                    problems.append(f"{where(src / name, e.line, e.key)}: also in {origin[e.key]}")
+                    problems.append(f"{location(src / name, e.line, e.key)}: also in {origin[e.key]}")
                     continue
                 table[e.key] = e.value
                 origin.setdefault(e.key, f"{src / name}:{e.line}")
@@ -130,12 +132,9 @@ def combine_data_dirs(sources: Sequence[PathLike], output: PathLike, first: Opti
         if "segments" in names:
             used = {merged["segments"][u].split()[0] for u in utts}
             merged["wav.scp"] = {k: v for k, v in merged["wav.scp"].items() if k in used}
-    by_speaker: Dict[str, List[str]] = {}
-    for utt in utts:
-        by_speaker.setdefault(merged["utt2spk"][utt], []).append(utt)
     with atomic_dir(output) as tmp:
         for name in names:
             write_table(tmp / name, ((k, merged[name][k]) for k in c_sorted(merged[name])))
-        write_table(tmp / "spk2utt", ((s, " ".join(by_speaker[s])) for s in c_sorted(by_speaker)))
+        write_table(tmp / "spk2utt", spk2utt_rows((utt, merged["utt2spk"][utt]) for utt in utts))
     report = validate_data_dir(output, require_text="text" in names, allow_empty_text=True)
     return report.utterances, report.speakers

@@ -15,10 +15,11 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
-from espnet_bertkd.utils.fileio import (DataError, PathLike, atomic_dir, atomic_open, open_text, where,
-                                       write_table)
+from espnet_bertkd.tasks.data_check import spk2utt_rows
+from espnet_bertkd.utils.fileio import (DataError, PathLike, atomic_dir, atomic_open, iter_table, location,
+                                       open_text, read_table, write_table)
 
 SETS = ("dev-clean", "dev-other", "test-clean", "test-other", "train-clean-100", "train-clean-360", "train-other-500")
 
@@ -47,7 +48,6 @@ def scan_set(set_dir: PathLike) -> List[Utterance]:
     if not set_dir.is_dir():
         raise DataError(f"{set_dir}: no such directory (expected <root>/<set>/<reader>/<chapter>/)")
     utts: Dict[str, Utterance] = {}
-    first_seen: Dict[str, str] = {}
     problems: List[str] = []
     for reader_dir in _subdirs(set_dir):
         for chapter_dir in _subdirs(reader_dir):
@@ -59,22 +59,17 @@ def scan_set(set_dir: PathLike) -> List[Utterance]:
                 problems.append(f"{trans}: missing transcript file for {len(flacs)} FLAC file(s) in {chapter_dir}")
                 continue
             id_pattern = re.compile(rf"{re.escape(speaker)}-\d+")
-            with open_text(trans) as f:
-                lines = list(f)
-            for lineno, line in enumerate(lines, 1):
-                parts = line.split(maxsplit=1)
-                if not parts:
-                    problems.append(f"{where(trans, lineno)}: empty line")
-                    continue
-                utt_id, text = parts[0], " ".join(parts[1].split()) if len(parts) > 1 else ""
-                loc = where(trans, lineno, utt_id)
-                if not id_pattern.fullmatch(utt_id):
+            try:
+                entries = read_table(trans)  # blank lines, duplicate ids, DOS line endings ... are errors
+            except DataError as e:
+                problems.extend(e.problems)
+                continue
+            for e in entries:
+                utt_id, text = e.key, " ".join(e.value.split())
+                loc = location(trans, e.line, utt_id)
+                if not id_pattern.fullmatch(utt_id):  # so no id can repeat in another chapter
                     problems.append(f"{loc}: id does not match {speaker}-<number> (the chapter's directory)")
                     continue
-                if utt_id in first_seen:
-                    problems.append(f"{loc}: duplicate utterance id (first in {first_seen[utt_id]})")
-                    continue
-                first_seen[utt_id] = f"{trans}:{lineno}"
                 if not text:
                     problems.append(f"{loc}: empty transcript")
                 flac = flacs.pop(utt_id, None)
@@ -100,17 +95,9 @@ def read_speaker_genders(speakers_txt: PathLike) -> Dict[str, str]:
                 continue
             fields = [x.strip() for x in line.split("|")]
             if len(fields) < 2 or fields[1].upper() not in ("M", "F"):
-                raise DataError(f"{where(speakers_txt, lineno)}: expected 'ID | SEX | ...' with SEX M or F")
+                raise DataError(f"{location(speakers_txt, lineno)}: expected 'ID | SEX | ...' with SEX M or F")
             genders[fields[0]] = fields[1].lower()
     return genders
-
-
-def spk2utt_rows(utts: Iterable[Utterance]) -> List[tuple]:
-    """`(speaker, "utt1 utt2 ...")` rows sorted by speaker, utterances in id order (Kaldi's utt2spk_to_spk2utt)."""
-    by_speaker: Dict[str, List[str]] = {}
-    for u in sorted(utts, key=lambda u: u.utt_id):
-        by_speaker.setdefault(u.speaker, []).append(u.utt_id)
-    return [(s, " ".join(by_speaker[s])) for s in sorted(by_speaker)]
 
 
 def write_data_dir(utts: Sequence[Utterance], out_dir: PathLike, genders: Optional[Dict[str, str]] = None) -> Path:
@@ -121,7 +108,7 @@ def write_data_dir(utts: Sequence[Utterance], out_dir: PathLike, genders: Option
         write_table(tmp / "wav.scp", ((u.utt_id, u.wav) for u in utts))
         write_table(tmp / "text", ((u.utt_id, u.text) for u in utts))
         write_table(tmp / "utt2spk", ((u.utt_id, u.speaker) for u in utts))
-        write_table(tmp / "spk2utt", spk2utt_rows(utts))
+        write_table(tmp / "spk2utt", spk2utt_rows((u.utt_id, u.speaker) for u in utts))
         if genders is not None:
             speakers = sorted({u.speaker for u in utts})
             write_table(tmp / "spk2gender", ((s, genders[s]) for s in speakers))
@@ -178,21 +165,17 @@ def prepare_lm_text(output: PathLike, lm_texts: Sequence[PathLike] = (), kaldi_t
     seen_ids: Dict[str, str] = {}
     with atomic_open(output) as out:
         for path in kaldi_texts:
-            with open_text(path) as f:
-                for lineno, line in enumerate(f, 1):
-                    parts = line.split(maxsplit=1)
-                    if not parts:
-                        raise DataError(f"{where(path, lineno)}: empty line")
-                    key = parts[0]
-                    if lm_texts and key.startswith(id_prefix):
-                        raise DataError(f"{where(path, lineno, key)}: id clashes with the LM text ids ({id_prefix}...)")
-                    if key in seen_ids:
-                        raise DataError(f"{where(path, lineno, key)}: duplicate id (first in {seen_ids[key]})")
-                    seen_ids[key] = f"{path}:{lineno}"
-                    text = _normalise(parts[1], case) if len(parts) > 1 else ""
-                    if text:
-                        out.write(f"{key} {text}\n")
-                        count += 1
+            for e in iter_table(path):  # streamed; its DataError comes after the last line, before the rename
+                key = e.key
+                if lm_texts and key.startswith(id_prefix):
+                    raise DataError(f"{location(path, e.line, key)}: id clashes with the LM text ids ({id_prefix}...)")
+                if key in seen_ids:
+                    raise DataError(f"{location(path, e.line, key)}: duplicate key (first in {seen_ids[key]})")
+                seen_ids[key] = f"{path}:{e.line}"
+                text = _normalise(e.value, case)
+                if text:
+                    out.write(f"{key} {text}\n")
+                    count += 1
         number = 0  # awk's NR over all LM text files, so ids stay unique across files
         for path in lm_texts:
             with open_text(path) as f:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from espnet_bertkd.utils.fileio import DataError, PathLike, atomic_open, read_table, where
+from espnet_bertkd.utils.fileio import DataError, PathLike, atomic_open, location, read_table
 
 
 @dataclass
@@ -92,7 +92,7 @@ class ScoreResult:
 def _align(ref: List[str], hyp: List[str]) -> UttScore:
     import jiwer
 
-    if not ref:  # by hand: jiwer 3 refuses empty references
+    if not ref:  # by hand: jiwer 3 (setup.py allows it) refuses an empty reference; jiwer 4 gives the same
         return UttScore("", ref, hyp, 0, 0, 0, len(hyp), [("", h, "I") for h in hyp])
     out = jiwer.process_words(" ".join(ref), " ".join(hyp))
     alignment: List[Tuple[str, str, str]] = []
@@ -121,11 +121,11 @@ def score_texts(ref_path: PathLike, hyp_path: PathLike, allow_missing: bool = Fa
         raise DataError(f"{ref_path}: no utterances")
     hyp_by_key = {e.key: e for e in hyps}
     ref_keys = {e.key for e in refs}
-    problems = [f"{where(hyp_path, e.line, e.key)}: not in the reference {ref_path}"
+    problems = [f"{location(hyp_path, e.line, e.key)}: not in the reference {ref_path}"
                 for e in hyps if e.key not in ref_keys]
     missing = [e for e in refs if e.key not in hyp_by_key]
     if missing and not allow_missing:
-        problems += [f"{where(ref_path, e.line, e.key)}: no hypothesis in {hyp_path} (--allow_missing scores it "
+        problems += [f"{location(ref_path, e.line, e.key)}: no hypothesis in {hyp_path} (--allow_missing scores it "
                      "as deletions)" for e in missing]
     if problems:
         raise DataError(problems)

@@ -1,8 +1,9 @@
 """Split a key file into N parts for N jobs and merge the jobs' outputs back, as asr.sh does with Kaldi's
 `utils/split_scp.pl` and `cat output.*/... | sort` (the pip install of ESPnet has neither).
 
-The split keeps the lines' order and gives the parts sizes that differ by at most one (the first parts take the
-remainder), exactly as split_scp.pl without --utt2spk. The merge refuses a key that two jobs both wrote: that means
+The split keeps the lines' order and gives the parts sizes that differ by at most one, with the boundaries of every
+job split of the plugin and the recipe (espnet_bertkd.utils.jobs: the later parts take the remainder, where Kaldi's
+split_scp.pl gives it to the first parts; any contiguous split serves asr.sh, whose merge sorts by key). The merge refuses a key that two jobs both wrote: that means
 overlapping splits, and a silent overwrite would score the wrong hypothesis.
 """
 from __future__ import annotations
@@ -10,28 +11,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-from espnet_bertkd.utils.fileio import DataError, PathLike, atomic_open, read_table, where
-
-
-def split_sizes(lines: int, parts: int) -> List[int]:
-    base, extra = divmod(lines, parts)
-    return [base + (1 if i < extra else 0) for i in range(parts)]
+from espnet_bertkd.utils.fileio import DataError, PathLike, location, read_table, write_table
+from espnet_bertkd.utils.jobs import split_sizes
 
 
 def split_scp(scp: PathLike, outputs: Sequence[PathLike]) -> List[int]:
     """Write consecutive chunks of `scp` to `outputs`; returns the number of lines of each."""
     if not outputs:
         raise ValueError("split_scp needs at least one output")
-    with open(scp, encoding="utf-8") as f:
-        lines = [line if line.endswith("\n") else line + "\n" for line in f if line.strip()]
+    lines = read_table(scp)
     if len(lines) < len(outputs):
         raise DataError(f"{scp}: {len(lines)} lines cannot be split into {len(outputs)} non-empty parts "
                         "(use fewer jobs)")
     sizes = split_sizes(len(lines), len(outputs))
     start = 0
     for out, size in zip(outputs, sizes):
-        with atomic_open(out) as f:
-            f.writelines(lines[start: start + size])
+        write_table(out, ((e.key, e.value) for e in lines[start: start + size]))
         start += size
     return sizes
 
@@ -45,15 +40,13 @@ def merge_scp(inputs: Sequence[PathLike], output: PathLike) -> int:
     for path in inputs:
         for e in read_table(path):
             if e.key in rows:
-                problems.append(f"{where(path, e.line, e.key)}: also in {origin[e.key]}")
+                problems.append(f"{location(path, e.line, e.key)}: also in {origin[e.key]}")
                 continue
             rows[e.key] = e.value
             origin[e.key] = f"{path}:{e.line}"
     if problems:
         raise DataError(problems)
-    with atomic_open(output) as f:
-        for key in sorted(rows, key=lambda k: k.encode("utf-8")):
-            f.write(f"{key} {rows[key]}\n" if rows[key] else f"{key}\n")
+    write_table(output, ((key, rows[key]) for key in sorted(rows, key=lambda k: k.encode("utf-8"))))
     return len(rows)
 
 

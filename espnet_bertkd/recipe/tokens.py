@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Sequence
 
-from espnet_bertkd.utils.fileio import DataError, PathLike, atomic_open, open_text, tmp_name, where
+from espnet_bertkd.utils.fileio import DataError, PathLike, atomic_open, iter_table, location, open_text, tmp_name
 
 BLANK, UNK, SOS_EOS, SPACE = "<blank>", "<unk>", "<sos/eos>", "<space>"
 
@@ -34,10 +34,13 @@ def iter_transcripts(paths: Sequence[PathLike], has_ids: bool = True) -> Iterato
     """The words of each line (`cut -f 2-` of Kaldi text when `has_ids`), whitespace collapsed; lines without
     words are skipped (asr.sh's lm_train.txt has none)."""
     for path in paths:
+        if has_ids:  # a Kaldi table: the one reader (streamed; no key set kept, lm_train.txt has 40M lines)
+            lines = (e.value for e in iter_table(path, unique=False))
+            yield from (" ".join(e.split()) for e in lines if e)
+            continue
         with open_text(path) as f:
             for line in f:
-                fields = line.split()
-                words = fields[1:] if has_ids else fields
+                words = line.split()
                 if words:
                     yield " ".join(words)
 
@@ -153,15 +156,15 @@ def check_token_list(path: PathLike) -> List[str]:
     problems = []
     for i, t in enumerate(tokens):
         if not t.strip():
-            problems.append(f"{where(path, i + 1)}: empty token")
+            problems.append(f"{location(path, i + 1)}: empty token")
     if tokens and tokens[0] != BLANK:
-        problems.append(f"{where(path, 1)}: first token must be {BLANK}, not {tokens[0]!r}")
+        problems.append(f"{location(path, 1)}: first token must be {BLANK}, not {tokens[0]!r}")
     if tokens and tokens[-1] != SOS_EOS:
-        problems.append(f"{where(path, len(tokens))}: last token must be {SOS_EOS}, not {tokens[-1]!r}")
+        problems.append(f"{location(path, len(tokens))}: last token must be {SOS_EOS}, not {tokens[-1]!r}")
     first = {}
     for i, t in enumerate(tokens):
         if t in first:
-            problems.append(f"{where(path, i + 1)}: token {t!r} repeats line {first[t]}")
+            problems.append(f"{location(path, i + 1)}: token {t!r} repeats line {first[t]}")
         first.setdefault(t, i + 1)
     if not tokens:
         problems.append(f"{path}: empty token list")

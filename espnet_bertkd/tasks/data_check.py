@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-from espnet_bertkd.utils.fileio import DataError, Entry, PathLike, read_table, where
+from espnet_bertkd.utils.fileio import DataError, Entry, PathLike, location, read_table
 
 # Characters of LibriSpeech transcripts (upper-case letters and the apostrophe; the space separates words).
 CHARSETS = {"librispeech": "ABCDEFGHIJKLMNOPQRSTUVWXYZ'"}
@@ -75,28 +75,33 @@ def c_sorted(keys: Iterable[str]) -> List[str]:
     return sorted(keys, key=lambda k: k.encode("utf-8"))
 
 
-def _raw_checks(path: Path, problems: List[str]) -> None:
-    """Byte-level checks Kaldi makes: final newline, no carriage returns."""
-    data = path.read_bytes()
-    lines = data.count(b"\n")
-    if data and not data.endswith(b"\n"):
-        problems.append(f"{where(path, lines + 1)}: last line has no newline")
-    if b"\r" in data:
-        first = data[: data.index(b"\r")].count(b"\n") + 1
-        problems.append(f"{where(path, first)}: carriage return (DOS line endings)")
+def spk2utt(utt2spk: Iterable[Tuple[str, str]]) -> Dict[str, List[str]]:
+    """speaker -> its utterances in C order, from (utterance, speaker) pairs: what spk2utt must hold (Kaldi's
+    utt2spk_to_spk2utt.pl on a sorted utt2spk). The one definition used by validation, fix_data_dir,
+    combine_data_dirs and LibriSpeech data preparation."""
+    by_speaker: Dict[str, List[str]] = {}
+    for utt, speaker in sorted(utt2spk, key=lambda pair: pair[0].encode("utf-8")):
+        by_speaker.setdefault(speaker, []).append(utt)
+    return by_speaker
+
+
+def spk2utt_rows(utt2spk: Iterable[Tuple[str, str]]) -> List[Tuple[str, str]]:
+    """The lines of spk2utt, `(speaker, "utt1 utt2 ...")` in C order of speaker, for write_table."""
+    by_speaker = spk2utt(utt2spk)
+    return [(s, " ".join(by_speaker[s])) for s in c_sorted(by_speaker)]
 
 
 def _read(path: Path, problems: List[str]) -> Optional[List[Entry]]:
-    """Read a table and check it is sorted with unique keys; problems are appended, None if unreadable."""
+    """Read a table (read_table: also final newline, no carriage returns, no BOM) and check it is sorted with unique
+    keys; problems are appended, None if unreadable."""
     try:
         entries = read_table(path)
     except DataError as e:
         problems.extend(e.problems)
         return None
-    _raw_checks(path, problems)
     for prev, cur in zip(entries, entries[1:]):
         if cur.key.encode("utf-8") < prev.key.encode("utf-8"):
-            problems.append(f"{where(path, cur.line, cur.key)}: not sorted (comes before {prev.key} on line "
+            problems.append(f"{location(path, cur.line, cur.key)}: not sorted (comes before {prev.key} on line "
                             f"{prev.line} in C order; run fix_data_dir)")
             break
     return entries
@@ -107,13 +112,13 @@ def _compare_keys(ref_path: Path, ref: List[Entry], path: Path, entries: List[En
     keys = {e.key for e in entries}
     for e in ref:
         if e.key not in keys:
-            problems.append(f"{where(ref_path, e.line, e.key)}: missing from {path}")
+            problems.append(f"{location(ref_path, e.line, e.key)}: missing from {path}")
     for e in entries:
         if e.key not in ref_keys:
-            problems.append(f"{where(path, e.line, e.key)}: not in {ref_path}")
+            problems.append(f"{location(path, e.line, e.key)}: not in {ref_path}")
 
 
-def _only(entries: Optional[List[Entry]], utterances: Optional[Set[str]]) -> List[Entry]:
+def _entries_to_check(entries: Optional[List[Entry]], utterances: Optional[Set[str]]) -> List[Entry]:
     """The entries whose contents get checked: all, or those a data loader will actually read."""
     if entries is None:
         return []
@@ -124,12 +129,12 @@ def _check_text(path: Path, entries: List[Entry], charset: Optional[Charset], al
                 problems: List[str], warnings: List[str]) -> None:
     for e in entries:
         if not e.value.strip():
-            (warnings if allow_empty else problems).append(f"{where(path, e.line, e.key)}: empty transcript")
+            (warnings if allow_empty else problems).append(f"{location(path, e.line, e.key)}: empty transcript")
             continue
         bad = charset.unknown(e.value) if charset is not None else []
         if bad:
             shown = " ".join(repr(c) for c in bad)
-            problems.append(f"{where(path, e.line, e.key)}: character(s) outside {charset.name}: {shown}")
+            problems.append(f"{location(path, e.line, e.key)}: character(s) outside {charset.name}: {shown}")
 
 
 def _check_audio(path: Path, entries: List[Entry], check_audio: bool, fs: Optional[int], problems: List[str],
@@ -145,26 +150,26 @@ def _check_audio(path: Path, entries: List[Entry], check_audio: bool, fs: Option
             logging.info("%s: %d of %d audio files checked (%.0f s)", path, n, len(entries), time.monotonic() - start)
         value = e.value
         if not value:
-            problems.append(f"{where(path, e.line, e.key)}: no audio path")
+            problems.append(f"{location(path, e.line, e.key)}: no audio path")
             continue
         if value.endswith("|"):
             pipes += 1  # a command: only running it would tell
             continue
         audio = Path(value)
         if not audio.is_file():
-            problems.append(f"{where(path, e.line, e.key)}: audio file {value} does not exist")
+            problems.append(f"{location(path, e.line, e.key)}: audio file {value} does not exist")
             continue
         if not read_headers:
             continue
         try:
             info = soundfile.info(str(audio))
         except Exception as err:  # soundfile raises RuntimeError/LibsndfileError/TypeError depending on the file
-            problems.append(f"{where(path, e.line, e.key)}: cannot read {value}: {err}")
+            problems.append(f"{location(path, e.line, e.key)}: cannot read {value}: {err}")
             continue
         if info.frames == 0:
-            problems.append(f"{where(path, e.line, e.key)}: {value} has no samples")
+            problems.append(f"{location(path, e.line, e.key)}: {value} has no samples")
         if fs is not None and info.samplerate != fs:
-            problems.append(f"{where(path, e.line, e.key)}: {value} has sample rate {info.samplerate}, expected {fs}")
+            problems.append(f"{location(path, e.line, e.key)}: {value} has sample rate {info.samplerate}, expected {fs}")
     if pipes:
         warnings.append(f"{path}: {pipes} entries are commands ('... |'); their audio was not checked")
 
@@ -173,36 +178,34 @@ def _check_speakers(data_dir: Path, utt2spk: List[Entry], problems: List[str]) -
     path = data_dir / "utt2spk"
     for e in utt2spk:
         if len(e.value.split()) != 1:
-            problems.append(f"{where(path, e.line, e.key)}: expected exactly one speaker id, got {e.value!r}")
-    by_speaker: Dict[str, List[str]] = {}
-    for e in utt2spk:
-        by_speaker.setdefault(e.value, []).append(e.key)
+            problems.append(f"{location(path, e.line, e.key)}: expected exactly one speaker id, got {e.value!r}")
+    by_speaker = spk2utt((e.key, e.value) for e in utt2spk)
     # Sorting by speaker must not reorder utterances (Kaldi: "make speaker-ids prefixes of utt-ids").
     order = sorted(utt2spk, key=lambda e: (e.value.encode("utf-8"), e.key.encode("utf-8")))
     for a, b in zip(order, utt2spk):
         if a.key != b.key:
-            problems.append(f"{where(path, b.line, b.key)}: utt2spk is not in sorted order when sorted first on "
+            problems.append(f"{location(path, b.line, b.key)}: utt2spk is not in sorted order when sorted first on "
                             f"speaker id (found {b.key}, expected {a.key}); make speaker ids prefixes of "
                             "utterance ids")
             break
     spk2utt_path = data_dir / "spk2utt"
-    spk2utt = _read(spk2utt_path, problems) if spk2utt_path.is_file() else None
-    if spk2utt is None:
+    spk2utt_entries = _read(spk2utt_path, problems) if spk2utt_path.is_file() else None
+    if spk2utt_entries is None:
         if not spk2utt_path.is_file():
             problems.append(f"{spk2utt_path}: no such file (fix_data_dir writes it from utt2spk)")
         return len(by_speaker)
     listed: Set[str] = set()
-    for e in spk2utt:
+    for e in spk2utt_entries:
         listed.add(e.key)
         expected = by_speaker.get(e.key)
         if expected is None:
-            problems.append(f"{where(spk2utt_path, e.line)}: speaker {e.key} has no utterance in utt2spk")
+            problems.append(f"{location(spk2utt_path, e.line)}: speaker {e.key} has no utterance in utt2spk")
         elif e.value.split() != expected:
             extra = sorted(set(e.value.split()) - set(expected))
             lacking = sorted(set(expected) - set(e.value.split()))
             detail = (f"not in utt2spk for this speaker: {' '.join(extra[:5])}" if extra else
                       f"missing: {' '.join(lacking[:5])}" if lacking else "utterances out of order")
-            problems.append(f"{where(spk2utt_path, e.line)}: speaker {e.key} disagrees with utt2spk ({detail})")
+            problems.append(f"{location(spk2utt_path, e.line)}: speaker {e.key} disagrees with utt2spk ({detail})")
     for speaker in c_sorted(set(by_speaker) - listed):
         problems.append(f"{spk2utt_path}: speaker {speaker} (utterance {by_speaker[speaker][0]} in utt2spk) "
                         "is missing")
@@ -211,7 +214,7 @@ def _check_speakers(data_dir: Path, utt2spk: List[Entry], problems: List[str]) -
         genders = _read(gender_path, problems) or []
         for e in genders:
             if e.value not in ("m", "f"):
-                problems.append(f"{where(gender_path, e.line)}: speaker {e.key}: gender must be m or f, "
+                problems.append(f"{location(gender_path, e.line)}: speaker {e.key}: gender must be m or f, "
                                 f"not {e.value!r}")
         have = {e.key for e in genders}
         for speaker in c_sorted(set(by_speaker) - have):
@@ -250,6 +253,10 @@ def validate_data_dir(data_dir: PathLike, check_audio: bool = False, fs: Optiona
     utt2spk_path = data_dir / "utt2spk"
     utt2spk = _read(utt2spk_path, problems)
     if utt2spk is None:
+        # nothing to compare against, but the other tables' own problems are reported too, not one file per run
+        for name in (*UTT_TABLES, "segments", "wav.scp", "spk2utt", "spk2gender"):
+            if name != "utt2spk" and (data_dir / name).is_file():
+                _read(data_dir / name, problems)
         raise DataError(problems)
     report.utterances = len(utt2spk)
     if not utt2spk:
@@ -264,7 +271,8 @@ def validate_data_dir(data_dir: PathLike, check_audio: bool = False, fs: Optiona
             continue
         _compare_keys(utt2spk_path, utt2spk, path, entries, problems)
         if name == "text":
-            _check_text(path, _only(entries, utterances), charset, allow_empty_text, problems, report.warnings)
+            checked = _entries_to_check(entries, utterances)
+            _check_text(path, checked, charset, allow_empty_text, problems, report.warnings)
 
     wav_path = data_dir / "wav.scp"
     wavs = _read(wav_path, problems)
@@ -277,15 +285,15 @@ def validate_data_dir(data_dir: PathLike, check_audio: bool = False, fs: Optiona
             for e in segments:
                 fields = e.value.split()
                 if len(fields) != 3:
-                    problems.append(f"{where(segments_path, e.line, e.key)}: expected '<utt> <recording> <start> "
+                    problems.append(f"{location(segments_path, e.line, e.key)}: expected '<utt> <recording> <start> "
                                     "<end>'")
                 elif wavs is not None and fields[0] not in recordings:
-                    problems.append(f"{where(segments_path, e.line, e.key)}: recording {fields[0]} not in {wav_path}")
+                    problems.append(f"{location(segments_path, e.line, e.key)}: recording {fields[0]} not in {wav_path}")
     elif wavs is not None:
         _compare_keys(utt2spk_path, utt2spk, wav_path, wavs, problems)
     if wavs is not None:
         # With segments, wav.scp lists recordings, not utterances: all of them are checked.
-        audio = wavs if segments_path.is_file() else _only(wavs, utterances)
+        audio = wavs if segments_path.is_file() else _entries_to_check(wavs, utterances)
         _check_audio(wav_path, audio, check_audio, fs, problems, report.warnings)
 
     report.speakers = _check_speakers(data_dir, utt2spk, problems)
@@ -341,7 +349,7 @@ def _validate_dirs(covered: Set[Path], utterances: Optional[Set[str]], check_aud
 def _check_listed(listed: List[Tuple[Path, Entry]], path: Path, entries: List[Entry], problems: List[str]) -> None:
     """Each utterance a key file lists must be in the table, or a worker fails on it mid-epoch."""
     keys = {e.key for e in entries}
-    problems.extend(f"{where(f, e.line, e.key)}: not in {path} (this list of utterances to read is older than the "
+    problems.extend(f"{location(f, e.line, e.key)}: not in {path} (this list of utterances to read is older than the "
                     "data: regenerate it, e.g. re-run collect-stats)" for f, e in listed if e.key not in keys)
 
 
@@ -372,10 +380,11 @@ def validate_loader_inputs(speech: Optional[PathLike], text: Optional[PathLike],
         entries = _read(path, problems)
         tables.append((path, entries))
         report.utterances = max(report.utterances, len(entries or []))
+        checked = _entries_to_check(entries, utterances)
         if role == "text":
-            _check_text(path, _only(entries, utterances), charset, allow_empty_text, problems, report.warnings)
+            _check_text(path, checked, charset, allow_empty_text, problems, report.warnings)
         else:
-            _check_audio(path, _only(entries, utterances), check_audio, fs, problems, report.warnings)
+            _check_audio(path, checked, check_audio, fs, problems, report.warnings)
     readable = [(p, e) for p, e in tables if e is not None]
     if len(readable) == 2 and not (len(covered) == 2 and len({p.parent for p in covered}) == 1):
         (speech_path, speech_entries), (text_path, text_entries) = readable

@@ -8,7 +8,9 @@ how to fix it, before anything is written:
 
 1. model_conf: unknown keys (with the closest known key), out-of-range values (espnet_bertkd.kd.config, the same
    checks the model constructor runs), kd_layers beyond encoder_conf.num_blocks.
-2. cached soft labels (check_soft_labels): every train/valid utterance has them, from the configured teacher.
+2. the teacher (resolve_teacher_vocab_size): its vocabulary size goes into model_conf.teacher.vocab_size, and so
+   into the config.yaml ESPnet saves, so that decoding builds the model without the teacher; cached soft labels
+   (check_soft_labels): every train/valid utterance has them, from the configured teacher.
 3. data, for train and valid: every input file exists; the sound and text inputs are validated together
    (espnet_bertkd.tasks.data_check.validate_loader_inputs, i.e. validate_data_dir where they live in a Kaldi data
    directory): sorted unique keys, the same utterances in wav.scp and text (and every utterance of the shape files
@@ -42,11 +44,14 @@ SPLITS = ("train", "valid")
 NOT_STARTED = "ESPnet was not started and no file was written."
 
 
-def run_preflight(args: Namespace) -> None:
-    """All checks, cheapest first (the data check may read every audio header)."""
+def run_preflight(args: Namespace) -> List[str]:
+    """All checks, cheapest first (the data check may read every audio header). Returns the options to append to
+    ESPnet's command line so that its own parse (a separate one, run after this) sees what was resolved here."""
     check_model_config(args)
+    extra = resolve_teacher_vocab_size(args)
     check_soft_labels(args)
     check_data(args)
+    return extra
 
 
 # ----------------------------------------------------------------------------------------------------- model_conf
@@ -68,6 +73,33 @@ def check_model_config(args: Namespace) -> None:
 
 
 # --------------------------------------------------------------------------------------------- soft labels
+def resolve_teacher_vocab_size(args: Namespace) -> List[str]:
+    """Set model_conf.teacher.vocab_size of a KD config that leaves it unset, from the teacher's own config (no
+    weights are read), and return the `--model_conf teacher.vocab_size=N` that makes ESPnet save it in config.yaml
+    (it writes config.yaml from its own parse of the command line, after building the model): decoding, export and
+    `build_model_from_file` then never need the teacher. A teacher that cannot be loaded here is left to the model
+    constructor, which fails with TeacherLoadError (saying how to pass a directory or the size) when ESPnet builds
+    it; the other checks still run first."""
+    from espnet_bertkd.asr.bertkd_model import MODEL_NAME
+    from espnet_bertkd.kd.teacher import TeacherLoadError, load_teacher_vocab_size
+
+    conf = args.model_conf or {}
+    teacher = conf.get("teacher")
+    if getattr(args, "model", None) != MODEL_NAME or not conf.get("kd_layers") or not isinstance(teacher, dict):
+        return []
+    if teacher.get("vocab_size") is not None or not teacher.get("model"):
+        return []  # given (checked against the teacher where it loads), or a missing model the checks name
+    try:
+        vocab_size = load_teacher_vocab_size(teacher["model"])
+    except TeacherLoadError as e:
+        logging.warning("teacher.vocab_size is not resolved (the model cannot be built either): %s", e)
+        return []
+    args.model_conf = {**conf, "teacher": {**teacher, "vocab_size": vocab_size}}
+    logging.info("teacher %r: vocabulary size %d (saved as model_conf.teacher.vocab_size)", teacher["model"],
+                 vocab_size)
+    return ["--model_conf", f"teacher.vocab_size={vocab_size}"]
+
+
 def check_soft_labels(args: Namespace) -> None:
     """Fail before any data is read when a KD training run cannot work.
 

@@ -1,26 +1,32 @@
 """Atomic file output and strict reading of Kaldi-style tables (`<key> <value>` per line).
 
 Recipes are re-run after crashes and interrupts; a half-written `text` or `result.json` that looks complete is worse
-than none, so every output goes to a temporary name beside its destination and is renamed into place.
+than none, so every output goes to a temporary name beside its destination and is renamed into place: atomic_open
+(text, or binary with mode="wb": torch.save, soundfile and pickle write into the file object), atomic_write_text,
+write_table, and for directories atomic_dir / replace_dir (the old directory is replaced, never lost).
 Input problems are reported with the file, the line and the key, because the key is what a user greps for.
+Every Kaldi-style table (`text`, `wav.scp`, `utt2spk`, scps, hypotheses) is read by read_table, so one file gets the
+same verdict in every stage: validation, soft-label extraction, teacher accuracy, scoring.
 """
 from __future__ import annotations
 
 import contextlib
+import glob
 import gzip
 import io
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import IO, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 MAX_REPORTED = 20  # problems listed in one error message; the rest are counted
 
 
-def where(path: PathLike, line: Optional[int] = None, key: Optional[str] = None) -> str:
-    """`path:line: utterance KEY` — the prefix of every input error."""
+def location(path: PathLike, line: Optional[int] = None, key: Optional[str] = None) -> str:
+    """`path:line: utterance KEY`, the prefix of every input error."""
     text = str(path)
     if line is not None:
         text += f":{line}"
@@ -67,26 +73,74 @@ def atomic_open(path: PathLike, mode: str = "w", encoding: Optional[str] = "utf-
             tmp.unlink()
 
 
+def replace_dir(new: PathLike, path: PathLike) -> Path:
+    """Swap the complete directory `new` in as `path`, replacing any existing one, so that `path` always holds either
+    the old directory or the new one: the old one is renamed aside, the new one renamed in, and only then is the old
+    one deleted. If the second rename fails the old directory is put back. (Between the two renames a crash leaves
+    the old directory at `<path>.old<pid>`; the next atomic_dir/replace_dir of `path` puts it back first.)"""
+    new, path = Path(new), Path(path)
+    _restore_aside(path)
+    old = path.with_name(f"{path.name}.old{os.getpid()}")
+    shutil.rmtree(old, ignore_errors=True)
+    moved = False
+    if path.exists() or path.is_symlink():
+        os.replace(path, old)
+        moved = True
+    try:
+        os.replace(new, path)
+    except BaseException:
+        if moved:
+            os.replace(old, path)
+        raise
+    if moved:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def _restore_aside(path: Path) -> None:
+    """Put back an old directory that replace_dir renamed aside (`<path>.old<pid>`) before its process died between
+    the two renames; remove such leftovers of dead processes where `path` exists (died after the second rename)."""
+    leftovers = []
+    for p in path.parent.glob(f"{glob.escape(path.name)}.old*"):
+        pid = p.name[len(path.name) + len(".old"):]
+        if pid.isdigit() and p.is_dir() and not _alive(int(pid)):
+            leftovers.append(p)
+    if not leftovers:
+        return
+    leftovers.sort(key=lambda p: p.stat().st_mtime)
+    if not path.exists():
+        os.replace(leftovers.pop(), path)
+    for p in leftovers:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # our own leftover: this call is not in the middle of a swap
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
 @contextlib.contextmanager
 def atomic_dir(path: PathLike) -> Iterator[Path]:
-    """Build a directory under a temporary name and swap it in on success, so no stale file of an earlier run
-    survives beside the new ones and a crash leaves the old directory intact."""
-    import shutil
-
+    """Build a directory under a temporary name and swap it in on success (replace_dir), so no stale file of an
+    earlier run survives beside the new ones and a crash or an error leaves the old directory intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _restore_aside(path)
     tmp = tmp_name(path)
-    old = path.with_name(f"{path.name}.old{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         yield tmp
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
+        replace_dir(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write_text(path: PathLike, text: str) -> Path:
@@ -120,30 +174,69 @@ class Entry:
 
 
 def read_table(path: PathLike, unique: bool = True) -> List[Entry]:
-    """Read a `key value` file. Blank lines, undecodable bytes and (with `unique`) duplicate keys are errors."""
+    """All entries of a Kaldi-style table, read by iter_table (see there for what is an error)."""
+    return list(iter_table(path, unique))
+
+
+def iter_table(path: PathLike, unique: bool = True) -> Iterator[Entry]:
+    """Read a Kaldi-style `key value` file (`*.gz` un-gzipped): the one reader of every table in the plugin and the
+    recipe, so a file gets the same verdict in every stage. The key is the first whitespace-separated field, the
+    value the rest of the line with surrounding whitespace stripped ("" for a key alone).
+
+    Errors, all collected and raised together as one DataError naming file, line and key, as Kaldi's
+    validate_data_dir.sh rejects them: undecodable UTF-8, a byte-order mark, carriage returns (DOS line endings;
+    reported once, on the first such line), blank lines, a last line without its newline and, with `unique`,
+    duplicate keys (fix_data_dir reads with unique=False to drop them).
+
+    Entries are yielded as they are read (a 40M-line LM text streams; unique=False keeps no set of keys); the
+    DataError comes after the last line, so a caller writes its output atomically and nothing of a bad input lands."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    entries: List[Entry] = []
     seen: dict = {}
     problems: List[str] = []
-    with open(path, "rb") as f:
+    carriage_return = False
+    raw = b""
+    with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as f:
         for lineno, raw in enumerate(f, 1):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                problems.append(f"{where(path, lineno)}: not valid UTF-8 ({e.reason} at byte {e.start})")
+                problems.append(f"{location(path, lineno)}: not valid UTF-8 ({e.reason} at byte {e.start})")
                 continue
+            if lineno == 1 and line.startswith("\ufeff"):
+                problems.append(f"{location(path, lineno)}: byte-order mark (save the file as UTF-8 without BOM)")
+                line = line[1:]
+            if "\r" in line and not carriage_return:
+                carriage_return = True
+                problems.append(f"{location(path, lineno)}: carriage return (DOS line endings; convert with dos2unix)")
             parts = line.strip().split(maxsplit=1)
             if not parts:
-                problems.append(f"{where(path, lineno)}: empty line")
+                problems.append(f"{location(path, lineno)}: empty line")
                 continue
             key = parts[0]
             if unique and key in seen:
-                problems.append(f"{where(path, lineno, key)}: duplicate key (first on line {seen[key]})")
+                problems.append(f"{location(path, lineno, key)}: duplicate key (first on line {seen[key]})")
                 continue
-            seen[key] = lineno
-            entries.append(Entry(lineno, key, parts[1] if len(parts) > 1 else ""))
+            if unique:
+                seen[key] = lineno
+            yield Entry(lineno, key, parts[1] if len(parts) > 1 else "")
+    if raw and not raw.endswith(b"\n"):
+        problems.append(f"{location(path, lineno)}: last line has no newline")
     if problems:
         raise DataError(problems)
-    return entries
+
+
+def read_dict(path: PathLike) -> Dict[str, str]:
+    """key -> value of a table read by read_table (unique keys)."""
+    return {e.key: e.value for e in read_table(path)}
+
+
+def read_pairs(path: PathLike) -> List[Tuple[str, str]]:
+    """(key, value) pairs of a table read by read_table, in file order (unique keys)."""
+    return [(e.key, e.value) for e in read_table(path)]
+
+
+def read_keys(path: PathLike) -> List[str]:
+    """The keys of a table read by read_table, in file order (unique keys)."""
+    return [e.key for e in read_table(path)]

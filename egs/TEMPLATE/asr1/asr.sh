@@ -5,8 +5,9 @@
 #
 #  1. data preparation (LibriSpeech layout -> data/<set>/{wav.scp,text,utt2spk,spk2utt}, data/lm_train.txt)
 #  2. token list (sentencepiece with its Python API, or characters)
-#  3. teacher: the given masked LM, or one trained on the LM text (--teacher train)
-#  4. teacher soft labels for the training and validation sets (parallel jobs)
+#  3. teacher: with --train_teacher true, a small BERT trained on the LM text into the KD configs' teacher.model
+#  4. teacher soft labels for the training and validation sets (parallel jobs), as the configs in cached teacher
+#     mode ask for them (extract_soft_labels --asr_config: their model_conf.teacher is the one source of truth)
 #  5. external Transformer LM (ESPnet's LM task) on the same text as the teacher, for shallow fusion
 #  6. ASR collect-stats, then training of each system in --systems
 #  7. decoding: greedy CTC for every system, ESPnet beam search + LM shallow fusion for --sf_systems
@@ -29,11 +30,11 @@ test_sets=
 token_type=bpe           # bpe or char
 nbpe=300
 bpemode=unigram
-teacher=train            # hub id or local directory of a masked LM, or "train" (a small BERT on the LM text)
-teacher_args=""          # options of espnet_bertkd.bin.train_teacher (with --teacher train, or to fine-tune)
-teacher_finetune=false   # fine-tune the given --teacher on the LM text first
-topk=8
-kd_temperature=1.0
+teacher=                 # replaces the KD configs' model_conf.teacher.model in stages 3, 4 and 6 alike (recorded
+                         # in each system's config.yaml): e.g. a local copy of bert-base-uncased. Default: the configs'
+train_teacher=false      # stage 3 trains a small BERT on the LM text into the teacher's location (unless it holds one)
+teacher_init=            # stage 3 fine-tunes this masked LM (hub id or directory) instead of training from scratch
+teacher_args=""          # options of espnet_bertkd.bin.train_teacher (with --train_teacher true)
 teacher_subsets=""       # NAME=FILE word lists whose teacher accuracy stage 4 reports apart (e.g. homophones)
 systems="ctc aed final_aed_kd inter_aed_kd"
 sf_systems="ctc"         # systems also decoded with beam search + LM shallow fusion
@@ -75,7 +76,12 @@ else
     token_opts="--token_type ${token_type}"
 fi
 token_list=${token_dir}/tokens.txt
-if [ "${teacher}" = train ] || [ "${teacher_finetune}" = true ]; then teacher_dir=${expdir}/teacher; else teacher_dir=${teacher}; fi
+[ "${teacher}" != train ] || { echo "$0: --teacher train is gone: the KD configs' model_conf.teacher.model names" \
+    "the teacher, and --train_teacher true trains one there" >&2; exit 1; }
+# What each system's config needs (KD or not, teacher mode, teacher) is asked of Python, with --teacher applied.
+declare -a asr_configs=()
+for system in ${systems}; do asr_configs+=(--asr_config "${asr_config_dir}/train_asr_${system}.yaml"); done
+kd_requirements() { ${python} -m espnet_bertkd.bin.kd_requirements --teacher "${teacher}" "$@"; }
 asr_stats_dir=${asr_stats_dir:-${expdir}/asr_stats_${token_type}}
 lm_exp=${lm_exp:-${expdir}/lm}
 
@@ -106,33 +112,48 @@ if stage_on 2; then
 fi
 
 if stage_on 3; then
-    log "Stage 3: teacher -> ${teacher_dir}"
-    if [ "${teacher_dir}" = "${expdir}/teacher" ] && [ ! -f "${teacher_dir}/training.json" ]; then
-        init_opts=""; [ "${teacher}" != train ] && init_opts="--init ${teacher}"
-        cut -d' ' -f2- "${datadir}/lm_train.txt" > "${expdir}/teacher_text.txt"
-        run ${python} -m espnet_bertkd.bin.train_teacher --text "${expdir}/teacher_text.txt" \
-            --output_dir "${teacher_dir}" --seed "${seed}" ${init_opts} ${teacher_args} 2>&1 | tee "${expdir}/teacher.log"
+    if [ "${train_teacher}" = true ]; then
+        teacher_dir=$(kd_requirements "${asr_configs[@]}" --get teacher)
+        log "Stage 3: teacher (the KD configs' teacher.model) -> ${teacher_dir:-none}"
+        if [ -z "${teacher_dir}" ]; then
+            log "skip: no system of --systems trains KD decoders"
+        elif [ -f "${teacher_dir}/training.json" ]; then
+            log "skip: ${teacher_dir}/training.json exists"
+        else
+            init_opts=(); [ -n "${teacher_init}" ] && init_opts=(--init "${teacher_init}")
+            cut -d' ' -f2- "${datadir}/lm_train.txt" > "${expdir}/teacher_text.txt"
+            run ${python} -m espnet_bertkd.bin.train_teacher --text "${expdir}/teacher_text.txt" \
+                --output_dir "${teacher_dir}" --seed "${seed}" "${init_opts[@]}" ${teacher_args} 2>&1 \
+                | tee "${expdir}/teacher.log"
+        fi
     else
-        log "skip: using ${teacher_dir}"
+        log "Stage 3: skip: the KD configs' teacher is used as it is (--train_teacher true trains one)"
     fi
 fi
 
 if stage_on 4; then
-    for dset in "${train_set}" "${valid_set}"; do
-        out=${dumpdir}/kd/${dset}
-        log "Stage 4: teacher soft labels for ${dset} -> ${out} (${nj} jobs)"
-        if [ ! -f "${out}/kd_token.scp" ]; then
-            launch --nj "${nj}" --log "${out}/log/extract.JOB.log" -- ${python} -m espnet_bertkd.bin.extract_soft_labels \
-                --teacher "${teacher_dir}" --text "${datadir}/${dset}/text" --output_dir "${out}" \
-                --topk "${topk}" --temperature "${kd_temperature}" --nj "${nj}" --job JOB
-        else
-            log "skip: ${out}/kd_token.scp exists"
-        fi
-    done
-    # How well the teacher predicts the held-out transcripts it labelled (top-1 of its soft labels)
-    subset_opts=""; for s in ${teacher_subsets}; do subset_opts+=" --subset ${s}"; done
-    run ${python} -m espnet_bertkd.bin.teacher_accuracy --soft_labels "${dumpdir}/kd/${valid_set}" \
-        --text "${datadir}/${valid_set}/text" ${subset_opts} --output "${expdir}/teacher_accuracy.json"
+    # The soft labels every cached-mode system reads (an error names the configs if they need different ones)
+    kd_config=$(kd_requirements "${asr_configs[@]}" --get soft_labels_config)
+    if [ -z "${kd_config}" ]; then
+        log "Stage 4: skip: no system of --systems reads cached soft labels (model_conf.teacher.mode: cached)"
+    else
+        teacher_opts=(); [ -n "${teacher}" ] && teacher_opts=(--teacher "${teacher}")
+        for dset in "${train_set}" "${valid_set}"; do
+            out=${dumpdir}/kd/${dset}
+            log "Stage 4: teacher soft labels for ${dset} as ${kd_config} asks -> ${out} (${nj} jobs)"
+            if [ ! -f "${out}/kd_token.scp" ]; then
+                launch --nj "${nj}" --log "${out}/log/extract.JOB.log" -- ${python} -m espnet_bertkd.bin.extract_soft_labels \
+                    --asr_config "${kd_config}" "${teacher_opts[@]}" --text "${datadir}/${dset}/text" \
+                    --output_dir "${out}" --nj "${nj}" --job JOB
+            else
+                log "skip: ${out}/kd_token.scp exists"
+            fi
+        done
+        # How well the teacher predicts the held-out transcripts it labelled (top-1 of its soft labels)
+        subset_opts=""; for s in ${teacher_subsets}; do subset_opts+=" --subset ${s}"; done
+        run ${python} -m espnet_bertkd.bin.teacher_accuracy --soft_labels "${dumpdir}/kd/${valid_set}" \
+            --text "${datadir}/${valid_set}/text" ${subset_opts} --output "${expdir}/teacher_accuracy.json"
+    fi
 fi
 
 if stage_on 5; then
@@ -183,14 +204,17 @@ if stage_on 6; then
         config=${asr_config_dir}/train_asr_${system}.yaml
         log "Stage 6b: training ${system} (${config}) -> ${expdir}/${system}, log ${expdir}/${system}.train.log"
         if [ -f "${expdir}/${system}/${asr_model}" ]; then log "skip: ${expdir}/${system}/${asr_model} exists"; continue; fi
-        kd=false; grep -q '^ *teacher:' "${config}" && kd=true  # KD systems name a teacher in model_conf
-        kd_opts=""; [ "${kd}" = true ] && kd_opts="--model_conf teacher.model=${teacher_dir}"
+        # KD systems in cached teacher mode read the soft labels of stage 4; online ones run the teacher themselves
+        mode=$(kd_requirements --asr_config "${config}" --get mode)
+        soft_labels=false; [ "${mode}" = cached ] && soft_labels=true
+        kd_opts=""  # --teacher, quoted for train.sh; ESPnet writes it into the system's config.yaml
+        [ "${mode}" != none ] && [ -n "${teacher}" ] && kd_opts=$(printf ' %q' --model_conf "teacher.model=${teacher}")
         mkdir -p "${expdir}/${system}"
         # echo $(...) joins the options onto one line (paths with spaces are not supported, as everywhere here)
         { echo "#!/usr/bin/env bash"; echo "# Written by asr.sh stage 6; run it from $(pwd)."
           echo exec ${python} -m espnet_bertkd.bin.asr_train ${common_asr_opts} --config "${config}" \
             --normalize global_mvn --normalize_conf "stats_file=${asr_stats_dir}/train/feats_stats.npz" \
-            $(asr_data_opts train "${train_set}" "${kd}") $(asr_data_opts valid "${valid_set}" "${kd}") \
+            $(asr_data_opts train "${train_set}" "${soft_labels}") $(asr_data_opts valid "${valid_set}" "${soft_labels}") \
             --train_shape_file "${asr_stats_dir}/train/speech_shape" --valid_shape_file "${asr_stats_dir}/valid/speech_shape" \
             --fold_length 80000 --resume true --seed "${seed}" --output_dir "${expdir}/${system}" ${kd_opts} ${asr_args} \
             "> ${expdir}/${system}.train.log 2>&1"

@@ -1,41 +1,30 @@
 #!/usr/bin/env bash
 # The embedded default recipe: a synthetic English corpus (eSpeak NG speech, sentences whose spelling needs a
 # language model: their/there, two/to/too, knight/night, ...) generated here from a seed, then every system of
-# method.md trained, decoded and scored by the shared stage driver. Runs offline on CPU.
+# docs/method.md trained, decoded and scored by the shared stage driver. Runs offline on CPU.
 #
 #   ./run.sh                 # default size
 #   ./run.sh --smoke true    # a few minutes (what CI runs)
 #   ./run.sh --stage 6 --stop_stage 8 --systems "ctc inter_aed_kd"
-#   # another training seed beside the first run, sharing its data, teacher, soft labels and LM:
-#   ./run.sh --stage 6 --seed 1 --expdir exp_seed1 --teacher exp/teacher --lm_exp exp/lm \
+#   # another training seed beside the first run, sharing its data, teacher, soft labels and LM (the teacher is
+#   # where the configs' model_conf.teacher.model says, exp/teacher, whatever --expdir is):
+#   ./run.sh --stage 6 --seed 1 --expdir exp_seed1 --lm_exp exp/lm \
 #       --asr_stats_dir exp/asr_stats_char --results_dir exp_seed1
 #   local/evidence.sh        # every system over 3 seeds, the KD gain at 1/4 of the paired data, significance tests
 set -euo pipefail
-cd "$(dirname "$0")"
 
-smoke=false
+smoke=false     # true: a tiny corpus and 2 epochs, a few minutes
 seed=0          # training seed (teacher, LM, ASR)
 corpus_seed=0   # the corpus stays the same across training seeds
-stage=0
+stage=0         # 0: generate the corpus; 1-8: the stage driver's stages
 stop_stage=100
 nj=2            # parallel jobs: corpus synthesis, soft labels, decoding, and systems trained at once
-. local/settings.sh
 systems="ctc aed final_aed_kd inter_aed_kd"
-extra=()
-
-# Our own options first; everything else goes to the stage driver.
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --smoke) smoke="$2"; shift 2 ;;
-        --seed) seed="$2"; shift 2 ;;
-        --corpus_seed) corpus_seed="$2"; shift 2 ;;
-        --stage) stage="$2"; shift 2 ;;
-        --stop_stage) stop_stage="$2"; shift 2 ;;
-        --nj) nj="$2"; shift 2 ;;
-        --systems) systems="$2"; shift 2 ;;
-        *) extra+=("$1"); shift ;;
-    esac
-done
+passthrough=()  # every other option goes to the stage driver
+_help_driver="$(dirname "$0")/../../TEMPLATE/asr1/asr.sh"
+. "$(dirname "$0")/../../TEMPLATE/asr1/parse_options.sh"
+cd "$(dirname "$0")"
+. local/settings.sh
 
 size=default
 # The teacher: a 4 x 192 BERT, 4 epochs on the LM text (README: its top-1 accuracy on the dev transcripts).
@@ -65,8 +54,8 @@ exec ../../TEMPLATE/asr1/asr.sh \
     --lm_text "${corpus}/lm_text.txt" \
     --train_set "${train_set}" --valid_set "${valid_set}" --test_sets "${test_sets}" \
     --token_type "${token_type}" \
-    --teacher train --teacher_args "${teacher_args}" --kd_temperature 3.0 \
+    --train_teacher true --teacher_args "${teacher_args}" \
     --teacher_subsets "homophones=data/local/homophones.txt" \
     --systems "${systems}" --sf_systems ctc \
     --asr_args "${asr_args}" --lm_args "${lm_args}" \
-    "${extra[@]}"
+    "${passthrough[@]}"

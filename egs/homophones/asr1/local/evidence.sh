@@ -12,22 +12,14 @@
 # its own directory under evidence/exp/; --nj chains run at once, one thread each (all three by default: on two
 # cores the data-size chain then runs beside the seed chains, not after them).
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
-seeds="0 1 2"
+seeds="0 1 2"          # training seeds; 0 is the default run
 fractions="0.25"       # shares of the paired training utterances (the text-only part stays the same)
 size_seeds="0 1"       # seeds trained at each smaller size (aed and inter_aed_kd), among --seeds
 nj=3                   # chains at once
+. "$(dirname "$0")/../../../TEMPLATE/asr1/parse_options.sh"
+cd "$(dirname "$0")/.."
 out=evidence
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --seeds) seeds="$2"; shift 2 ;;
-        --fractions) fractions="$2"; shift 2 ;;
-        --size_seeds) size_seeds="$2"; shift 2 ;;
-        --nj) nj="$2"; shift 2 ;;
-        *) echo "$0: unknown option $1 (--seeds, --fractions, --size_seeds, --nj)" >&2; exit 2 ;;
-    esac
-done
 case " ${seeds} " in *" 0 "*) ;; *) echo "$0: --seeds must include 0 (the default run)" >&2; exit 2 ;; esac
 for s in ${size_seeds}; do
     case " ${seeds} " in *" ${s} "*) ;; *) echo "$0: --size_seeds ${s} is not in --seeds (the full-data row needs it)" >&2; exit 2 ;; esac

@@ -11,14 +11,12 @@ a re-run would take for finished.
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
+from typing import Dict, Iterable, Mapping, Sequence, Tuple
 
 import numpy as np
 
-from espnet_bertkd.utils.fileio import atomic_write_text
+from espnet_bertkd.utils.fileio import atomic_open, atomic_write_text
 
 LM_TEXT = "lm_text.txt"
 SPEAKERS_TXT = "SPEAKERS.TXT"
@@ -43,13 +41,6 @@ def trans_path(root: Path, set_name: str, speaker: int, chapter: int) -> Path:
     return chapter_dir(root, set_name, speaker, chapter) / f"{speaker}-{chapter}.trans.txt"
 
 
-def _temp_sibling(path: Path, suffix: str) -> str:
-    """A unique hidden name next to `path` ('.<name>.<pid>.<random><suffix>'); created by the writer, so the file
-    gets the usual umask permissions (mkstemp would make it private)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return str(path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}")
-
-
 def write_text_if_changed(path: Path, text: str) -> bool:
     """atomic_write_text unless the file already holds exactly `text` (keeps mtimes of finished files)."""
     path = Path(path)
@@ -62,18 +53,12 @@ def write_text_if_changed(path: Path, text: str) -> bool:
 
 
 def atomic_write_flac(path: Path, audio: np.ndarray, sample_rate: int) -> None:
-    """16-bit FLAC, written to a temporary name and renamed."""
+    """16-bit FLAC, written to a temporary name and renamed (fileio.atomic_open; the temporary name does not end in
+    .flac, so data preparation never takes it for an utterance)."""
     import soundfile as sf
 
-    path = Path(path)
-    tmp = _temp_sibling(path, ".flac.tmp")
-    try:
-        sf.write(tmp, audio, sample_rate, format="FLAC", subtype="PCM_16")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        sf.write(f, audio, sample_rate, format="FLAC", subtype="PCM_16")
 
 
 def trans_text(lines: Sequence[Tuple[str, str]]) -> str:
@@ -106,15 +91,3 @@ def read_json(path: Path) -> Dict[str, object]:
 
 def write_json(path: Path, obj: Mapping[str, object]) -> None:
     atomic_write_text(Path(path), json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def read_trans(path: Path) -> List[Tuple[str, str]]:
-    """Parse a trans.txt back into (utt_id, transcript) pairs."""
-    pairs = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.rstrip("\n")
-            if line:
-                uid, _, text = line.partition(" ")
-                pairs.append((uid, text))
-    return pairs

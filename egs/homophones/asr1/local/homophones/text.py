@@ -17,7 +17,7 @@ import hashlib
 import random
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Collection, Dict, FrozenSet, List, Mapping, Sequence, Set, Tuple
+from typing import Collection, Dict, FrozenSet, List, Mapping, Set, Tuple
 
 from homophones.grammar import Grammar
 from homophones.lexicon import HOMOPHONE_SETS, OPEN_CLASS_RULES, OPEN_CLASS_TABLES, RULES
@@ -150,11 +150,3 @@ def generate_text(
         words += s.count(" ") + 1
     text.lm = lm
     return text
-
-
-def word_counts(sentences: Sequence[str]) -> Dict[str, int]:
-    counts: Dict[str, int] = {}
-    for s in sentences:
-        for w in s.split():
-            counts[w] = counts.get(w, 0) + 1
-    return counts
