@@ -13,7 +13,7 @@ import pytest
 from espnet_bertkd.recipe.bin import run_jobs as cli
 from espnet_bertkd.recipe.bin import split_scp as split_cli
 from espnet_bertkd.utils.fileio import DataError
-from espnet_bertkd.recipe.jobs import JobsFailed, launch, run_local, slurm_script
+from espnet_bertkd.recipe.jobs import JobsFailed, run_jobs, run_local, slurm_script
 from espnet_bertkd.recipe.scp import merge_scp, split_scp
 from espnet_bertkd.utils.jobs import split_sizes
 
@@ -48,7 +48,7 @@ def events(d: Path) -> List[List[str]]:
 def test_jobs_run_with_substitution_and_logs(tmp_path):
     out = tmp_path / "out"
     code = "import sys; open(sys.argv[1], 'w').write(sys.argv[2]); print('hi', sys.argv[2])"
-    results = launch([sys.executable, "-c", code, f"{out}.JOB.txt", "JOB"], nj=3, log=tmp_path / "log" / "job.JOB.log")
+    results = run_jobs([sys.executable, "-c", code, f"{out}.JOB.txt", "JOB"], nj=3, log=tmp_path / "log" / "job.JOB.log")
     assert [(r.job, r.returncode, r.log) for r in results] == [
         (j, 0, tmp_path / "log" / f"job.{j}.log") for j in (1, 2, 3)]
     for j in (1, 2, 3):
@@ -60,7 +60,7 @@ def test_jobs_run_with_substitution_and_logs(tmp_path):
 
 
 def test_single_argument_is_shell_code(tmp_path):
-    launch([f"echo part JOB | tr a-z A-Z > {tmp_path}/o.JOB"], nj=2, log=tmp_path / "log.JOB")
+    run_jobs([f"echo part JOB | tr a-z A-Z > {tmp_path}/o.JOB"], nj=2, log=tmp_path / "log.JOB")
     assert (tmp_path / "o.1").read_text() == "PART 1\n" and (tmp_path / "o.2").read_text() == "PART 2\n"
 
 
@@ -83,7 +83,7 @@ def test_failure_names_job_and_log(tmp_path):
     cmd = [f"echo running JOB; if [ JOB = 2 ] || [ JOB = 4 ]; then echo boom JOB >&2; exit 3; fi; "
            f"touch {tmp_path}/ok.JOB"]
     with pytest.raises(JobsFailed) as e:
-        launch(cmd, nj=4, log=log, max_parallel=2)
+        run_jobs(cmd, nj=4, log=log, max_parallel=2)
     msg = str(e.value)
     assert msg.startswith("2 of 4 job(s) failed:")
     assert f"job 2: exit code 3, log {tmp_path}/log/decode.2.log" in msg
@@ -95,11 +95,11 @@ def test_failure_names_job_and_log(tmp_path):
 
 def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="put JOB in the log path"):
-        launch(["true"], nj=2, log=tmp_path / "one.log")
+        run_jobs(["true"], nj=2, log=tmp_path / "one.log")
     with pytest.raises(ValueError, match="--nj must be at least 1"):
-        launch(["true"], nj=0, log=tmp_path / "x.JOB.log")
+        run_jobs(["true"], nj=0, log=tmp_path / "x.JOB.log")
     with pytest.raises(ValueError, match="backend must be local or slurm"):
-        launch(["true"], nj=1, log=tmp_path / "x.log", backend="sge")
+        run_jobs(["true"], nj=1, log=tmp_path / "x.log", backend="sge")
 
 
 def test_cli(tmp_path, capsys):
@@ -145,7 +145,7 @@ def fake_sbatch(tmp_path, monkeypatch) -> Path:
 def test_slurm_array_job(tmp_path, fake_sbatch, monkeypatch):
     monkeypatch.chdir(tmp_path)
     log = "exp/log/extract.JOB.log"
-    results = launch(["python3", "-c", "print('task', 'JOB')"], nj=3, log=log, backend="slurm", max_parallel=2,
+    results = run_jobs(["python3", "-c", "print('task', 'JOB')"], nj=3, log=log, backend="slurm", max_parallel=2,
                      slurm_opts="--mem 4G -p gpu --gres=gpu:1")
     assert [(r.job, r.returncode) for r in results] == [(1, 0), (2, 0), (3, 0)]
     script = tmp_path / "exp/log/q/extract.sh"
@@ -171,7 +171,7 @@ def test_slurm_cli_single_option(tmp_path, fake_sbatch, monkeypatch):
 def test_slurm_failure_and_script(tmp_path, fake_sbatch, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(JobsFailed) as e:
-        launch(["test JOB -ne 3"], nj=3, log="log/s.JOB.log", backend="slurm")
+        run_jobs(["test JOB -ne 3"], nj=3, log="log/s.JOB.log", backend="slurm")
     assert "job 3: exit code 1, log log/s.3.log" in str(e.value) and "job 1" not in str(e.value)
     assert "--array=1-3" in fake_sbatch.read_text().splitlines()
     script = slurm_script(["echo JOB"], 2, "l/JOB.log", cwd="/w")
@@ -183,7 +183,7 @@ def test_slurm_without_sbatch(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
     monkeypatch.chdir(tmp_path)
     with pytest.raises(RuntimeError, match="sbatch not found on PATH"):
-        launch(["true"], nj=1, log="x.log", backend="slurm")
+        run_jobs(["true"], nj=1, log="x.log", backend="slurm")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -225,7 +225,7 @@ def test_local_jobs_share_the_cores(tmp_path, monkeypatch):
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     assert job_environment(parallel=2, cpus=8)["OMP_NUM_THREADS"] == "4"
     assert job_environment(parallel=16, cpus=8)["MKL_NUM_THREADS"] == "1"
-    launch(["bash", "-c", f"echo $OMP_NUM_THREADS > {tmp_path}/t.JOB"], nj=2, log=tmp_path / "log.JOB",
+    run_jobs(["bash", "-c", f"echo $OMP_NUM_THREADS > {tmp_path}/t.JOB"], nj=2, log=tmp_path / "log.JOB",
            max_parallel=1)
     assert (tmp_path / "t.1").read_text().strip() == str(max(1, os.cpu_count() or 1))
     monkeypatch.setenv("OMP_NUM_THREADS", "3")

@@ -222,7 +222,7 @@ def run_slurm(cmd: Sequence[str], nj: int, log: PathLike, max_parallel: Optional
     return results
 
 
-def launch(cmd: Sequence[str], nj: int, log: PathLike, backend: str = "local", max_parallel: Optional[int] = None,
+def run_jobs(cmd: Sequence[str], nj: int, log: PathLike, backend: str = "local", max_parallel: Optional[int] = None,
            slurm_opts: str = "", var: str = "JOB") -> List[JobResult]:
     """Run the jobs on `backend` (local | slurm); raise JobsFailed naming the failed jobs and their logs."""
     if backend == "local":

@@ -1,7 +1,7 @@
 """Progress of a long loop that shows in a terminal and in a log file alike.
 
 tqdm draws a bar on a terminal but, as the recipes run their stages with output piped to logs (`... | tee log`,
-launch_jobs' log files), it disables itself there and a 5-minute stage prints nothing. On a pipe this logs one INFO
+run_jobs' log files), it disables itself there and a 5-minute stage prints nothing. On a pipe this logs one INFO
 line every `interval` seconds instead, the way ESPnet's trainer reports every `log_interval` batches: done/total,
 rate, elapsed time and an estimate of the time left.
 """

@@ -63,7 +63,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (asr.sh) $*"; }
 run() { log "$*"; "$@"; }
 stage_on() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
-launch() { ${python} -m espnet_bertkd.recipe.bin.run_jobs --backend "${cmd_backend}" --slurm_opts "${slurm_opts}" "$@"; }
+run_jobs() { ${python} -m espnet_bertkd.recipe.bin.run_jobs --backend "${cmd_backend}" --slurm_opts "${slurm_opts}" "$@"; }
 
 [ -n "${train_set}" ] && [ -n "${valid_set}" ] && [ -n "${test_sets}" ] \
     || { echo "$0: --train_set, --valid_set and --test_sets are required" >&2; exit 1; }
@@ -142,7 +142,7 @@ if stage_on 4; then
             out=${dumpdir}/kd/${dset}
             log "Stage 4: teacher soft labels for ${dset} as ${kd_config} asks -> ${out} (${nj} jobs)"
             if [ ! -f "${out}/kd_token.scp" ]; then
-                launch --nj "${nj}" --log "${out}/log/extract.JOB.log" -- ${python} -m espnet_bertkd.bin.extract_soft_labels \
+                run_jobs --nj "${nj}" --log "${out}/log/extract.JOB.log" -- ${python} -m espnet_bertkd.bin.extract_soft_labels \
                     --asr_config "${kd_config}" "${teacher_opts[@]}" --text "${datadir}/${dset}/text" \
                     --output_dir "${out}" --nj "${nj}" --job JOB
             else
@@ -225,7 +225,7 @@ if stage_on 6; then
         mkdir -p "${expdir}/train_jobs"
         printf '%s\n' "${todo[@]}" > "${expdir}/train_jobs/scripts.txt"
         log "${#todo[@]} training job(s), ${train_nj} at a time: ${todo[*]}"
-        launch --nj ${#todo[@]} --max_parallel "${train_nj}" --log "${expdir}/train_jobs/train.JOB.log" -- \
+        run_jobs --nj ${#todo[@]} --max_parallel "${train_nj}" --log "${expdir}/train_jobs/train.JOB.log" -- \
             "bash \$(sed -n JOBp ${expdir}/train_jobs/scripts.txt)"
     fi
 fi
@@ -237,7 +237,7 @@ decode_set() {  # $1 = output dir, $2 = data set, then the decoder's command (wi
     mkdir -p "${split}"
     ${python} -m espnet_bertkd.recipe.bin.split_scp --nj "${inference_nj}" "${datadir}/${dset}/wav.scp" "${split}/keys.JOB.scp"
     log "${inference_nj} jobs, logs in ${split}/decode.*.log: $*"
-    launch --nj "${inference_nj}" --log "${split}/decode.JOB.log" -- "$@" \
+    run_jobs --nj "${inference_nj}" --log "${split}/decode.JOB.log" -- "$@" \
         --key_file "${split}/keys.JOB.scp" --output_dir "${split}/output.JOB"
     run ${python} -m espnet_bertkd.recipe.bin.merge_decode --nj "${inference_nj}" "${split}/output.JOB" "${out}"
 }

@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from espnet_bertkd.recipe.jobs import JobsFailed, launch
+from espnet_bertkd.recipe.jobs import JobsFailed, run_jobs
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -41,9 +41,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     if not cmd:
         parser.error("put the command after --, e.g. ... --log log/job.JOB.log -- echo JOB")
     try:
-        launch(cmd, args.nj, args.log, args.backend, args.max_parallel, args.slurm_opts, args.job_var)
+        run_jobs(cmd, args.nj, args.log, args.backend, args.max_parallel, args.slurm_opts, args.job_var)
     except (JobsFailed, ValueError, RuntimeError) as e:
-        sys.exit(f"launch_jobs: {e}")
+        sys.exit(f"run_jobs: {e}")
 
 
 if __name__ == "__main__":
