@@ -107,7 +107,9 @@ class ESPnetBertKDModel(ESPnetASRModel):
     def num_blocks(self) -> int:
         blocks = getattr(self.encoder, "encoders", None)
         if blocks is None:
-            raise ValueError(f"model_conf.kd_layers needs an encoder with blocks; {type(self.encoder).__name__} has none")
+            raise ValueError(
+                f"model_conf.kd_layers needs an encoder with blocks; {type(self.encoder).__name__} has none"
+            )
         return len(blocks)
 
     def _layer_width(self, layer: int) -> int:

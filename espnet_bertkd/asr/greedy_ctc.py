@@ -177,7 +177,8 @@ class GreedyCTCDecoder:
     @property
     def inference_params(self) -> int:
         """Parameters greedy decoding uses: front-end to CTC head (no attention or KD decoders)."""
-        return count_parameters([getattr(self.model, name, None) for name in INFERENCE_ENCODER_MODULES] + [self.model.ctc])
+        modules = [getattr(self.model, name, None) for name in INFERENCE_ENCODER_MODULES]
+        return count_parameters(modules + [self.model.ctc])
 
     def _expose_layers(self) -> None:
         if not self.interctc_layers:
@@ -198,7 +199,9 @@ class GreedyCTCDecoder:
         encoder.interctc_layer_idx = sorted(present | missing)
 
     @torch.no_grad()
-    def encode(self, speech: torch.Tensor, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, Dict[int, torch.Tensor]]:
+    def encode(
+        self, speech: torch.Tensor, lengths: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, Dict[int, torch.Tensor]]:
         """Padding-exact batched encoding: per-utterance front-end, masked convolutions, one encoder pass."""
         model = self.model
         if model.frontend is not None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Sequence
 
-from espnet_bertkd.utils.fileio import DataError, PathLike, atomic_open, iter_table, location, open_text, tmp_name
+from espnet_bertkd.utils.fileio import DataError, PathLike, atomic_open, iter_table, open_text, tmp_name
 
 BLANK, UNK, SOS_EOS, SPACE = "<blank>", "<unk>", "<sos/eos>", "<space>"
 
@@ -146,28 +146,4 @@ def make_token_list(texts: Sequence[PathLike], output: PathLike, token_type: str
         ranked = ranked[: vocab_size - 3]
     tokens = [BLANK, UNK] + ranked + [SOS_EOS]
     write_token_list(output, tokens)
-    return tokens
-
-
-def check_token_list(path: PathLike) -> List[str]:
-    """Read a token list and check ESPnet's conventions: `<blank>` first, `<sos/eos>` last, no duplicates."""
-    with open_text(path) as f:
-        tokens = [line.rstrip("\n") for line in f]
-    problems = []
-    for i, t in enumerate(tokens):
-        if not t.strip():
-            problems.append(f"{location(path, i + 1)}: empty token")
-    if tokens and tokens[0] != BLANK:
-        problems.append(f"{location(path, 1)}: first token must be {BLANK}, not {tokens[0]!r}")
-    if tokens and tokens[-1] != SOS_EOS:
-        problems.append(f"{location(path, len(tokens))}: last token must be {SOS_EOS}, not {tokens[-1]!r}")
-    first = {}
-    for i, t in enumerate(tokens):
-        if t in first:
-            problems.append(f"{location(path, i + 1)}: token {t!r} repeats line {first[t]}")
-        first.setdefault(t, i + 1)
-    if not tokens:
-        problems.append(f"{path}: empty token list")
-    if problems:
-        raise DataError(problems)
     return tokens
