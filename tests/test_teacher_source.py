@@ -209,8 +209,10 @@ def test_driver_gives_soft_labels_to_cached_systems_only(tmp_path):
     stats = tmp_path / "exp/asr_stats_char/train/feats_stats.npz"
     stats.parent.mkdir(parents=True)
     stats.touch()  # collect-stats done
-    python = tmp_path / "python"  # the real interpreter, except that training itself is not run
-    python.write_text(f"#!/usr/bin/env bash\ncase \" $* \" in *\" espnet_bertkd.bin.asr_train \"*) exit 0 ;; esac\n"
+    python = tmp_path / "python"  # the real interpreter, except that training only writes its outputs
+    python.write_text(f"#!/usr/bin/env bash\ncase \" $* \" in *\" espnet_bertkd.bin.asr_train \"*)\n"
+                      "  while [ $# -gt 0 ]; do [ \"$1\" = --output_dir ] && out=$2; shift; done\n"
+                      "  touch \"$out/config.yaml\" \"$out/valid.cer_ctc.ave.pth\"; exit 0 ;; esac\n"
                       f"exec {sys.executable} \"$@\"\n")
     python.chmod(0o755)
     proc = run_driver(tmp_path, "--stage", "6", "--stop_stage", "6", "--systems", "ctc online cached",

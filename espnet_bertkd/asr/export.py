@@ -15,6 +15,7 @@ import yaml
 from espnet2.asr.espnet_model import ESPnetASRModel
 
 from espnet_bertkd.asr.bertkd_model import MODEL_NAME, ESPnetBertKDModel
+from espnet_bertkd.asr.checkpoint import load_model_state
 from espnet_bertkd.utils.fileio import atomic_open, atomic_write_text
 
 ESPNET_MODEL_KEYS = frozenset(inspect.signature(ESPnetASRModel.__init__).parameters) - {"self"}
@@ -54,7 +55,7 @@ def export_ctc(asr_train_config: str, asr_model_file: str, output_dir: str) -> T
     """Write OUTPUT_DIR/config.yaml and OUTPUT_DIR/model.pth; returns their paths and the parameter count."""
     with open(asr_train_config, encoding="utf-8") as f:
         config = export_config(yaml.safe_load(f))
-    state = torch.load(asr_model_file, map_location="cpu", weights_only=True)
+    state = load_model_state(asr_model_file, mmap=False)  # weights only: refuses a file that would run code
     if "model" in state and isinstance(state["model"], dict):
         raise ValueError(f"{asr_model_file} is a training checkpoint; pass a model file (e.g. valid.cer_ctc.best.pth)")
     state = export_state_dict(state)

@@ -1,6 +1,11 @@
 """ESPnet's `espnet2.bin.asr_inference` with the plugin registered (same arguments, plus `--batch_size auto`).
 
-The ASR model file must match its config key for key (ESPnet alone loads it non-strictly and silently).
+The ASR model file must match its config key for key (ESPnet alone loads it non-strictly and silently), and the
+ASR and LM model files are read as weights only, refused before ESPnet reads them if they hold anything else.
+Before any model is loaded, --output_dir must be writable and `sound` inputs must be at the model's sample rate
+(read from their headers; ESPnet itself decodes other rates without a word). Integer-PCM `kaldi_ark` audio, which
+ESPnet hands to the model unscaled, is refused when the model was trained on `sound` audio: the first utterance is
+read to tell (espnet_bertkd.bin.ctc_greedy_inference scales it instead).
 It also writes OUTPUT_DIR/speed.json (time inside ESPnet's Speech2Text calls, audio seconds, RTF, utt/s), so beam
 search rows in RESULTS.md are timed like the greedy decoder's.
 
@@ -13,7 +18,7 @@ import sys
 from typing import List, Optional
 
 import espnet_bertkd  # noqa: F401  (registers model: bertkd once ESPnet's ASR task is imported)
-from espnet_bertkd.asr.checkpoint import strict_model_loading
+from espnet_bertkd.asr.checkpoint import ModelFileError, strict_model_loading
 from espnet_bertkd.asr.speed import timed_speech2text
 
 AUTO_BATCH_SIZE = 16
@@ -37,6 +42,39 @@ def resolve_batch_size(argv: List[str], batch_size: int) -> List[str]:
     return out
 
 
+def check_inputs(args) -> Optional[int]:
+    """--output_dir writable; audio at the model's sample rate; no integer PCM the model was not trained on. The
+    `sound` inputs' headers are all read (cheap); of a `kaldi_ark` input only the first utterance (reading them all
+    would load the whole set once more). Returns the model's sample rate (None: no front-end, or no config)."""
+    from espnet2.train.dataset import ESPnetDataset
+
+    from espnet_bertkd.asr.decode_inputs import check_audio, check_output_dir, model_sample_rate
+    from espnet_bertkd.utils.fileio import read_keys
+
+    check_output_dir(args.output_dir)
+    if args.asr_train_config is None:
+        return None
+    model_rate = model_sample_rate(args.asr_train_config)
+    for path, name, kind in args.data_path_and_name_and_type:
+        if name != "speech" or kind not in ("sound", "kaldi_ark"):
+            continue
+        dataset = ESPnetDataset([(path, name, kind)], float_dtype="float32")
+        keys = list(dataset.loader_dict["speech"].keys())
+        if args.key_file:
+            wanted = set(read_keys(args.key_file))
+            keys = [k for k in keys if k in wanted]
+        if kind == "kaldi_ark":
+            keys = keys[:1]
+        if check_audio(path, kind, keys, dataset, model_rate, args.asr_train_config):
+            raise ValueError(
+                f"{path}: utterance {keys[0]} is integer PCM (a wav-in-ark), which ESPnet's kaldi_ark loader gives "
+                f"the model unscaled, while {args.asr_train_config} was trained on audio in [-1, 1): the hypotheses "
+                "would be wrong. Decode a `sound` wav.scp of the same audio, or use "
+                "espnet_bertkd.bin.ctc_greedy_inference, which scales it."
+            )
+    return model_rate
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     from espnet2.bin import asr_inference
 
@@ -50,8 +88,15 @@ def main(argv: Optional[List[str]] = None) -> None:
         print(f"asr_inference: --batch_size auto = {batch_size} (ESPnet {espnet_version()}, ngpu {ngpu})",
               file=sys.stderr)  # before ESPnet configures logging
     args = asr_inference.get_parser().parse_args(argv)
-    with strict_model_loading(), timed_speech2text(args.output_dir):
-        asr_inference.main(argv)
+    try:
+        model_rate = check_inputs(args)
+    except ValueError as e:
+        sys.exit(f"asr_inference: {e}")
+    try:
+        with strict_model_loading(), timed_speech2text(args.output_dir, fs=model_rate or 16000):
+            asr_inference.main(argv)
+    except ModelFileError as e:
+        sys.exit(f"asr_inference: {e}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,10 @@
 Writes OUTPUT_DIR/1best_recog/{text,token,token_int,score} (and encoder_interctc_layer<N>.txt for --interctc_layers,
 as ESPnet's asr_inference does) plus OUTPUT_DIR/speed.json with the real-time factor and utterances/s.
 Works for `model: bertkd` checkpoints, exported plain CTC models and ESPnet CTC/attention models (CTC head).
+
+Before the model is loaded: OUTPUT_DIR must be writable, and audio inputs must be at the model's sample rate
+(`frontend_conf.fs`); integer PCM from a `kaldi_ark` wav-in-ark is scaled to [-1, 1), as ESPnet's `sound` loader
+gives it (espnet_bertkd.asr.decode_inputs).
 """
 from __future__ import annotations
 
@@ -26,7 +30,9 @@ import torch
 import espnet_bertkd  # noqa: F401  (registers model: bertkd once ESPnet's ASR task is imported)
 from espnet_bertkd.asr.greedy_ctc import GreedyCTCDecoder, GreedyResult, length_sorted_batches
 from espnet_bertkd.asr.checkpoint import build_model_checked
+from espnet_bertkd.asr.decode_inputs import ScaledSpeech, check_audio, check_output_dir, model_sample_rate
 from espnet_bertkd.asr.speed import speed_record, write_speed
+from espnet_bertkd.tasks.audio import AudioReadError, check_speech_input
 from espnet_bertkd.utils.fileio import read_dict, read_keys
 
 
@@ -57,7 +63,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--key_file", default=None, help="decode only these utterances (job splitting)")
     p.add_argument("--batch_size", type=int, default=0, help="utterances per batch (0: use --batch_seconds)")
     p.add_argument("--batch_seconds", type=float, default=200.0, help="padded audio seconds per batch")
-    p.add_argument("--fs", type=int, default=16000, help="sample rate, to turn samples into seconds")
+    p.add_argument("--fs", type=int, default=None,
+                   help="sample rate, to turn samples into seconds (default: the model's frontend_conf.fs, or 16000)")
     p.add_argument("--ngpu", type=int, default=0)
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--interctc_layers", default="", help="also decode these intermediate layers, e.g. 6,12")
@@ -160,15 +167,28 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
     device = "cuda" if args.ngpu > 0 else "cpu"
-    decoder, tokenizer = load_decoder(args, device)
-    speech = load_speech(args.data_path_and_name_and_type, args.key_file)
-    batches = length_sorted_batches(speech.lengths, args.batch_size, int(args.batch_seconds * args.fs))
-    results, compute, wall = decode_batches(decoder, speech.dataset, batches, device, args.dtype)
+    try:
+        check_output_dir(args.output_dir)
+        model_rate = model_sample_rate(args.asr_train_config)
+        check_speech_input(args.data_path_and_name_and_type, args.key_file, args.asr_train_config)  # DataError
+        speech = load_speech(args.data_path_and_name_and_type, args.key_file)
+        path, _, kind = next(e for e in (x.split(",") for x in args.data_path_and_name_and_type) if e[1] == "speech")
+        scales = check_audio(path, kind, speech.keys, speech.dataset, model_rate, args.asr_train_config)
+        decoder, tokenizer = load_decoder(args, device)
+    except ValueError as e:
+        sys.exit(f"ctc_greedy_inference: {e}")
+    fs = args.fs or model_rate or 16000
+    dataset = ScaledSpeech(speech.dataset, scales) if scales else speech.dataset
+    batches = length_sorted_batches(speech.lengths, args.batch_size, int(args.batch_seconds * fs))
+    try:
+        results, compute, wall = decode_batches(decoder, dataset, batches, device, args.dtype)
+    except AudioReadError as e:  # a truncated or corrupt file: the message names the utterance and the file
+        sys.exit(f"ctc_greedy_inference: {e}; nothing was written")
 
     out_dir = Path(args.output_dir)
     keys = speech.keys
     write_1best(out_dir, keys, results, decoder.model.token_list, tokenizer)
-    audio_seconds = sum(speech.lengths[k] for k in keys) / args.fs if speech.is_sound else None
+    audio_seconds = sum(speech.lengths[k] for k in keys) / fs if speech.is_sound else None
     speed = speed_record(len(keys), compute, audio_seconds, decoder="ctc_greedy_inference", batches=len(batches),
                          wall_seconds=wall, device=device, dtype=args.dtype, batch_size=args.batch_size,
                          batch_seconds=args.batch_seconds, inference_params=decoder.inference_params)

@@ -16,7 +16,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--asr_model_file", required=True)
     p.add_argument("--output_dir", required=True)
     args = p.parse_args(argv)
-    config, model, params = export_ctc(args.asr_train_config, args.asr_model_file, args.output_dir)
+    try:
+        config, model, params = export_ctc(args.asr_train_config, args.asr_model_file, args.output_dir)
+    except (ValueError, OSError) as e:  # a refused model file, a config that is not `model: bertkd`, a bad path
+        sys.exit(f"export_ctc: {e}")
     print(f"wrote {config} and {model} ({params} parameters)")
 
 

@@ -12,7 +12,10 @@ only the model's location (as `--model_conf teacher.model=...` does in training)
 --asr_config, --teacher is required and the others default to TeacherConfig's defaults.
 
 Run with `--job J` in N parallel processes (same --nj), or without `--job` to run all jobs here. Re-running
-resumes; the last job to finish writes kd_token.scp and kd_prob.scp. See espnet_bertkd.kd.extract.
+resumes (chunks whose arks went missing or short are redone); the last job to finish writes kd_token.scp,
+kd_prob.scp and kd_text.hash (each utterance's text fingerprint, which training checks). Re-running on a finished
+--output_dir recomputes only the utterances whose transcript changed, that are new or whose arks are broken, and is
+a fast no-op when nothing changed. See espnet_bertkd.kd.extract.
 """
 import argparse
 import dataclasses

@@ -16,6 +16,7 @@ Online mode packs the teacher's output into the same arrays, so both modes give 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from espnet_bertkd.utils.fileio import atomic_write_text, read_keys
+from espnet_bertkd.utils.fileio import atomic_write_text, iter_table, read_keys, read_table
 
 KD_TOKEN = "kd_token"
 KD_PROB = "kd_prob"
@@ -37,6 +38,15 @@ STORAGE = "kaldi-float32-matrix"  # kd_meta.json's "storage": how the arrays are
 # What a kd_meta.json without "storage" means: written by espnet-bertkd 0.1, numpy arrays inside the ark.
 LEGACY_STORAGE = "numpy-in-ark (espnet-bertkd 0.1)"
 MAX_TOKEN_ID = 2**24  # float32 holds every integer below it exactly
+# Beside the scps: `<utt_id> <text hash>[ <context hash>]` per utterance, what the teacher saw when it labelled it
+# (blake2b, 64 bits, of the transcript; with --context_utterances also of its neighbours). The preflight compares the
+# text hash with the training transcripts; extraction recomputes the utterances whose line changed. Written last:
+# soft labels without it are unverified (espnet-bertkd before 0.3, or an extraction that did not finish).
+TEXT_HASH_FILE = "kd_text.hash"
+TEXT_FINGERPRINT = "blake2b-64 of each transcript (and its context) in kd_text.hash"
+UNKNOWN_HASH = "-"  # a kd_text.hash value that matches no text: the utterance is being re-extracted
+# Set to 1 to train (one run) from soft labels that cannot be verified: no kd_meta.json or no kd_text.hash.
+ACCEPT_UNVERIFIED_ENV = "ESPNET_BERTKD_ACCEPT_UNVERIFIED_SOFT_LABELS"
 
 
 
@@ -206,4 +216,102 @@ def check_meta(directory: os.PathLike, expected: Mapping[str, Any]) -> None:
         raise ValueError(
             f"{path}: soft labels were written (by teacher {meta.get('teacher')!r}) with {stored} but the config "
             f"asks for {wanted}; re-extract them with the configured teacher or fix model_conf.teacher"
+        )
+
+
+# ------------------------------------------------------------------------------------------------ text fingerprints
+def text_hash(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
+
+
+def fingerprint(text: str, left: str = "", right: str = "", with_context: bool = False) -> str:
+    """kd_text.hash's value for one utterance: its text hash, then (with contexts) the hash of what it saw around."""
+    if not with_context:
+        return text_hash(text)
+    return f"{text_hash(text)} {text_hash(left + chr(0) + right)}"
+
+
+def read_text_hashes(directory: os.PathLike) -> Optional[Dict[str, str]]:
+    """utt -> kd_text.hash value, or None where there is no kd_text.hash."""
+    path = Path(directory) / TEXT_HASH_FILE
+    return {e.key: e.value for e in read_table(path)} if path.exists() else None
+
+
+def check_text_hashes(directory: os.PathLike, pairs: Sequence[Tuple[str, str]], reference: str, show: int = 5) -> None:
+    """Refuse soft labels whose recorded transcript differs from the one training reads (an edited `text`), naming
+    the first few utterances and how many. The caller handles a missing kd_text.hash."""
+    hashes = read_text_hashes(directory) or {}
+    changed = [utt for utt, text in pairs if hashes.get(utt, "").split(" ")[0] != text_hash(text)]
+    if changed:
+        names = ", ".join(repr(u) for u in changed[:show])
+        more = f" and {len(changed) - show} more" if len(changed) > show else ""
+        raise ValueError(
+            f"the soft labels in {directory} were extracted from other transcripts than {reference} for "
+            f"{len(changed)} of its {len(pairs)} utterances: {names}{more} (the text was edited after extraction). "
+            f"Re-run soft-label extraction with the same --output_dir (`python -m "
+            f"espnet_bertkd.bin.extract_soft_labels --asr_config CONFIG --text {reference} --output_dir {directory}`"
+            ", or asr.sh --stage 4 --stop_stage 4): it recomputes only the changed utterances"
+        )
+
+
+# ------------------------------------------------------------------------------------------------ ark integrity
+ARK_HEADERS = {b"\0BFM ": 4, b"\0BDM ": 8}  # Kaldi binary float/double matrix: element size
+
+
+def _entry_end(f, offset: int) -> Optional[int]:
+    """Where the binary matrix stored at `offset` ends, from its header; None for a type not known here."""
+    f.seek(offset)
+    head = f.read(15)
+    size = ARK_HEADERS.get(head[:5])
+    if len(head) < 15 and (size is not None or len(head) < 5):
+        return offset + 15  # cut inside the header
+    if size is None:
+        return None
+    rows = int.from_bytes(head[6:10], "little", signed=True)
+    cols = int.from_bytes(head[11:15], "little", signed=True)
+    return offset + 15 + rows * cols * size
+
+
+def unreadable_entries(scp: os.PathLike) -> List[Tuple[str, str, str]]:
+    """(utterance, ark, what is wrong) for each entry of a soft-label scp whose ark is missing or too short to hold
+    it (a deleted or truncated ark file: ESPnet's loader would fail at the first batch that reads it). Entries in
+    one ark are stored in order, so the ark's size is compared with each offset and with the end of the last one."""
+    by_ark: Dict[str, List[Tuple[int, str]]] = {}
+    problems: List[Tuple[str, str, str]] = []
+    for entry in iter_table(scp):
+        path, sep, offset = entry.value.rpartition(":")
+        if not sep or not offset.isdigit():
+            problems.append((entry.key, entry.value, "is not an ARK:OFFSET entry"))
+            continue
+        by_ark.setdefault(path, []).append((int(offset), entry.key))
+    for ark, items in by_ark.items():
+        try:
+            size = os.path.getsize(ark)
+        except OSError:
+            problems += [(utt, ark, "does not exist") for _, utt in items]
+            continue
+        inside = [(off, utt) for off, utt in items if off < size]
+        problems += [(utt, ark, f"is {size} bytes, shorter than the entry's offset {off}")
+                     for off, utt in items if off >= size]
+        if inside:
+            off, utt = max(inside)
+            with open(ark, "rb") as f:
+                end = _entry_end(f, off)
+            if end is not None and end > size:
+                problems.append((utt, ark, f"is {size} bytes, the entry at offset {off} needs {end}"))
+    return problems
+
+
+def check_arks(scp: os.PathLike, show: int = 3) -> None:
+    """Refuse a soft-label scp that points into missing or truncated arks, naming the scp, the ark and an
+    utterance."""
+    problems = unreadable_entries(scp)
+    if problems:
+        arks = sorted({ark for _, ark, _ in problems})
+        listed = "; ".join(f"utterance {utt!r}: {ark} {why}" for utt, ark, why in problems[:show])
+        more = f" (and {len(problems) - show} more entries)" if len(problems) > show else ""
+        raise ValueError(
+            f"{scp}: {len(problems)} soft-label entries point into {len(arks)} missing or truncated ark file(s): "
+            f"{listed}{more}. Re-run soft-label extraction with the same --output_dir: it redoes the chunks whose "
+            "arks are missing or short"
         )

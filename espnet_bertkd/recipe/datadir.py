@@ -19,11 +19,48 @@ def segment_recording_id(tables: Dict[str, Dict[str, str]], utt: str) -> str:
     return tables["segments"][utt].split()[0]
 
 
+BOM = b"\xef\xbb\xbf"
+
+
+def normalize_table(path: Path) -> List[str]:
+    """Remove what iter_table refuses but no editor shows: a UTF-8 byte-order mark at the start, DOS line endings
+    (CRLF -> LF) and a missing final newline, rewriting the file atomically if anything changed. A carriage return
+    that does not end a line is left for the reader to report. Returns what was removed."""
+    data = path.read_bytes()
+    fixed: List[str] = []
+    if data.startswith(BOM):
+        data = data[len(BOM):]
+        fixed.append("byte-order mark")
+    if b"\r\n" in data:
+        data = data.replace(b"\r\n", b"\n")
+        fixed.append("DOS line endings")
+    if data and not data.endswith(b"\n"):
+        data += b"\n"
+        fixed.append("missing final newline")
+    if fixed:
+        with atomic_open(path, "wb") as f:
+            f.write(data)
+        logging.warning("%s: removed %s", path, ", ".join(fixed))
+    return fixed
+
+
+def _new_backup_dir(data_dir: Path) -> Path:
+    """`.backup/`, or `.backup.N/` with the first free N where earlier fixes left theirs: a second --fix must not
+    overwrite the originals the first one saved."""
+    backup, n = data_dir / ".backup", 0
+    while backup.exists():
+        n += 1
+        backup = data_dir / f".backup.{n}"
+    backup.mkdir()
+    return backup
+
+
 def fix_data_dir(data_dir: PathLike, drop_empty_text: bool = False) -> Tuple[int, int]:
     """Make a data directory consistent, as Kaldi's fix_data_dir.sh: keep the utterances present in all of
     utt2spk, text, wav.scp (or segments) and the other utterance tables, sort every table (C order, first of
-    duplicate keys kept), rebuild spk2utt from utt2spk, filter spk2gender. The originals are copied to
-    `<data_dir>/.backup/` first. Returns (kept, dropped) utterance counts."""
+    duplicate keys kept), rebuild spk2utt from utt2spk, filter spk2gender. A byte-order mark, DOS line endings and a
+    missing final newline are removed first (normalize_table). The originals are copied to `<data_dir>/.backup/`
+    first. Returns (kept, dropped) utterance counts."""
     data_dir = Path(data_dir)
     if not (data_dir / "utt2spk").is_file():
         raise DataError(f"{data_dir / 'utt2spk'}: no such file")
@@ -39,11 +76,12 @@ def fix_data_dir(data_dir: PathLike, drop_empty_text: bool = False) -> Tuple[int
         return table
 
     names = [n for n in (*UTT_TABLES, "segments", "wav.scp", "spk2utt", "spk2gender") if (data_dir / n).is_file()]
-    backup = data_dir / ".backup"
-    backup.mkdir(exist_ok=True)
+    backup = _new_backup_dir(data_dir)
     for name in names:
         with open(data_dir / name, "rb") as src, atomic_open(backup / name, "wb") as dst:
             shutil.copyfileobj(src, dst)
+    for name in names:
+        normalize_table(data_dir / name)
 
     tables = {name: load(name) for name in names if name not in ("spk2utt",)}
     utt_names = [n for n in UTT_TABLES if n in tables]

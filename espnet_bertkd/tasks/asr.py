@@ -14,12 +14,14 @@ from espnet2.tasks import asr as espnet_asr
 
 from espnet_bertkd.asr.bertkd_model import MODEL_NAME, ESPnetBertKDModel
 from espnet_bertkd.kd.soft_labels import KD_DATA_NAMES
+from espnet_bertkd.tasks.audio import register as register_audio_loaders
 
 
 
 def register() -> None:
     """Idempotently make `model: bertkd` and the `kd_token`/`kd_prob` inputs known to ESPnet's ASRTask."""
     espnet_asr.model_choices.classes[MODEL_NAME] = ESPnetBertKDModel
+    register_audio_loaders()  # audio read errors name the utterance (espnet_bertkd.tasks.audio)
     task = espnet_asr.ASRTask
     if getattr(task, "_bertkd_registered", False):
         return

@@ -137,11 +137,85 @@ def _check_text(path: Path, entries: List[Entry], charset: Optional[Charset], al
             problems.append(f"{location(path, e.line, e.key)}: character(s) outside {charset.name}: {shown}")
 
 
+# ESPnet's loaders of an audio list (--*_data_path_and_name_and_type PATH,speech,TYPE) whose entries are checked the
+# way that loader reads them; "auto" (a wav.scp that is no loader input, or validate_data_dir on its own) judges each
+# entry by its form.
+AUDIO_TYPES = ("sound", "kaldi_ark", "auto")
+# What starts an object in an ark, as ESPnet's kaldi_ark reader (omniio) tells them apart: binary "\0B", an audio
+# payload of the extended ark ("AUDIO"), a bare RIFF/FLAC/Ogg/Matroska file; else a text object (a number or "[").
+ARK_OBJECT_STARTS = (b"\0B", b"AUDIO", b"RIFF", b"fLaC", b"OggS", b"\x1aE\xdf\xa3")
+TEXT_OBJECT_STARTS = b"[-+.0123456789"
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".sph", ".aiff", ".aif", ".au", ".opus", ".mp3")
+PIPE_FIX = ("convert the audio to files first and list the files (ESPnet's recipes do this in their dump stage with "
+            "egs2/TEMPLATE/asr1/scripts/audio/format_wav_scp.sh, which is not in ESPnet's pip install; "
+            "espnet_bertkd.recipe.bin.prepare_librispeech lists LibriSpeech's .flac files directly)")
+
+
+def is_command(value: str) -> bool:
+    """A Kaldi 'extended filename' that is a command: `cmd ... |` (read its output) or `| cmd`."""
+    stripped = value.strip()
+    return stripped.endswith("|") or stripped.startswith("|")
+
+
+def ark_offset(value: str) -> Tuple[str, Optional[int]]:
+    """`file.ark:1234` -> ("file.ark", 1234), as ESPnet's kaldi_ark loader splits it; (value, None) without one."""
+    head, sep, tail = value.rpartition(":")
+    if sep and tail.isdigit():
+        return head, int(tail)
+    return value, None
+
+
+def command_problem(where: str, key: str, value: str, audio_type: str) -> str:
+    """Why an audio entry that is a command is refused, and the fix (naming the file it decodes where it names one)."""
+    import shlex
+
+    try:
+        words = shlex.split(value.strip().strip("|"))
+    except ValueError:
+        words = []
+    sources = [w for w in words if w.lower().endswith(AUDIO_SUFFIXES)]
+    direct = (f"; this one only decodes {sources[0]}, which ESPnet's sound loader reads itself: list "
+              f"`{key} {sources[0]}` instead" if len(sources) == 1 else "")
+    reason = ("ESPnet's sound loader opens files only, it cannot run commands" if audio_type == "sound" else
+              "ESPnet's kaldi_ark loader would run it through a shell; this plugin runs no command from a data file")
+    return f"{where}: audio entry is a command ({value!r}): {reason}. Fix: {PIPE_FIX}{direct}"
+
+
+def _check_ark_entry(where: str, value: str, read_headers: bool, problems: List[str]) -> None:
+    """An entry as ESPnet's kaldi_ark loader reads it: `ARK:OFFSET` (the ark exists, the offset is inside it and, with
+    `read_headers`, a Kaldi object or an audio payload starts there) or a file holding one object."""
+    ark, offset = ark_offset(value)
+    if not Path(ark).is_file():
+        problems.append(f"{where}: ark file {ark} does not exist" if offset is not None else
+                        f"{where}: file {value} does not exist")
+        return
+    if offset is None:
+        return
+    size = Path(ark).stat().st_size
+    if offset >= size:
+        problems.append(f"{where}: offset {offset} is beyond the end of {ark} ({size} bytes; the scp does not belong "
+                        "to this ark: regenerate it)")
+        return
+    if read_headers:
+        with open(ark, "rb") as f:
+            f.seek(offset)
+            start = f.read(16)
+        text = start.lstrip(b" \t")
+        if not (any(start.startswith(m) for m in ARK_OBJECT_STARTS) or text[:1] and text[:1] in TEXT_OBJECT_STARTS):
+            problems.append(f"{where}: no Kaldi object at offset {offset} of {ark} (the scp does not belong to this "
+                            "ark: regenerate it)")
+
+
 def _check_audio(path: Path, entries: List[Entry], check_audio: bool, fs: Optional[int], problems: List[str],
-                 warnings: List[str]) -> None:
-    """Every audio file exists; with `check_audio` (or `fs`) its header is read: readable, samples, sample rate."""
+                 warnings: List[str], audio_type: str = "auto", channels: Optional[int] = None) -> None:
+    """Each entry the way the declared loader reads it (AUDIO_TYPES). sound: the file exists and, with
+    `check_audio` (or `fs`), its header is read: readable, samples, sample rate, `channels`. kaldi_ark: the ark
+    exists and the offset is inside it (_check_ark_entry). A command (`... |`) is refused for both (command_problem);
+    "auto" judges by form, only warning about commands."""
     import soundfile
 
+    if audio_type not in AUDIO_TYPES:
+        raise ValueError(f"audio_type must be one of {AUDIO_TYPES}, got {audio_type!r}")
     pipes = 0
     read_headers = check_audio or fs is not None
     start = time.monotonic()
@@ -149,29 +223,43 @@ def _check_audio(path: Path, entries: List[Entry], check_audio: bool, fs: Option
         if read_headers and n % PROGRESS_EVERY == 0:
             logging.info("%s: %d of %d audio files checked (%.0f s)", path, n, len(entries), time.monotonic() - start)
         value = e.value
+        where = location(path, e.line, e.key)
         if not value:
-            problems.append(f"{location(path, e.line, e.key)}: no audio path")
+            problems.append(f"{where}: no audio path")
             continue
-        if value.endswith("|"):
-            pipes += 1  # a command: only running it would tell
+        if is_command(value):
+            if audio_type == "auto":
+                pipes += 1  # a command: only running it would tell
+            else:
+                problems.append(command_problem(where, e.key, value, audio_type))
+            continue
+        if audio_type == "kaldi_ark" or (audio_type == "auto" and not Path(value).is_file()
+                                         and ark_offset(value)[1] is not None):
+            _check_ark_entry(where, value, read_headers, problems)
             continue
         audio = Path(value)
         if not audio.is_file():
-            problems.append(f"{location(path, e.line, e.key)}: audio file {value} does not exist")
+            problems.append(f"{where}: audio file {value} does not exist")
             continue
         if not read_headers:
             continue
         try:
             info = soundfile.info(str(audio))
         except Exception as err:  # soundfile raises RuntimeError/LibsndfileError/TypeError depending on the file
-            problems.append(f"{location(path, e.line, e.key)}: cannot read {value}: {err}")
+            problems.append(f"{where}: cannot read {value}: {err}")
             continue
         if info.frames == 0:
-            problems.append(f"{location(path, e.line, e.key)}: {value} has no samples")
+            problems.append(f"{where}: {value} has no samples")
         if fs is not None and info.samplerate != fs:
-            problems.append(f"{location(path, e.line, e.key)}: {value} has sample rate {info.samplerate}, expected {fs}")
+            problems.append(f"{where}: {value} has sample rate {info.samplerate}, expected {fs}")
+        if channels is not None and info.channels != channels:
+            problems.append(f"{where}: {value} has {info.channels} channels, the model expects {channels} (mono): "
+                            "ESPnet cannot batch it with mono audio; downmix it (e.g. `sox IN OUT remix -`)"
+                            if channels == 1 else
+                            f"{where}: {value} has {info.channels} channels, the model expects {channels}")
     if pipes:
-        warnings.append(f"{path}: {pipes} entries are commands ('... |'); their audio was not checked")
+        warnings.append(f"{path}: {pipes} entries are commands ('... |'); their audio was not checked, and ESPnet's "
+                        f"sound loader cannot read them: {PIPE_FIX}")
 
 
 def _check_speakers(data_dir: Path, utt2spk: List[Entry], problems: List[str]) -> int:
@@ -225,14 +313,17 @@ def _check_speakers(data_dir: Path, utt2spk: List[Entry], problems: List[str]) -
 def validate_data_dir(data_dir: PathLike, check_audio: bool = False, fs: Optional[int] = None,
                       allowed_chars: Optional[str] = None, allow_empty_text: bool = False,
                       require_text: bool = True, charset: Optional[Charset] = None,
-                      utterances: Optional[Set[str]] = None) -> Report:
+                      utterances: Optional[Set[str]] = None, audio_type: str = "auto",
+                      channels: Optional[int] = None) -> Report:
     """Check a data directory; raise DataError listing every problem, else return a Report.
 
     `check_audio` opens each audio file's header (readable, non-empty); `fs` also checks its sample rate.
     `allowed_chars` is a string of allowed transcript characters (whitespace always allowed) or a CHARSETS name;
     `charset` is the general form (e.g. what a token list can represent). Empty transcripts are errors unless
     `allow_empty_text` (then warnings). `utterances` limits the transcript and audio contents checks to those
-    utterances (what one job reads); the tables themselves are always checked whole.
+    utterances (what one job reads); the tables themselves are always checked whole. `audio_type` is the loader that
+    reads wav.scp (_check_audio: sound, kaldi_ark, or auto: by each entry's form); `channels` the channel count the
+    model expects (checked where headers are read).
     """
     if allowed_chars is not None:
         if charset is not None:
@@ -294,7 +385,7 @@ def validate_data_dir(data_dir: PathLike, check_audio: bool = False, fs: Optiona
     if wavs is not None:
         # With segments, wav.scp lists recordings, not utterances: all of them are checked.
         audio = wavs if segments_path.is_file() else _entries_to_check(wavs, utterances)
-        _check_audio(wav_path, audio, check_audio, fs, problems, report.warnings)
+        _check_audio(wav_path, audio, check_audio, fs, problems, report.warnings, audio_type, channels)
 
     report.speakers = _check_speakers(data_dir, utt2spk, problems)
     if problems:
@@ -331,7 +422,8 @@ def _read_keys(key_files: Sequence[PathLike], problems: List[str]) -> Optional[L
 
 
 def _validate_dirs(covered: Set[Path], utterances: Optional[Set[str]], check_audio: bool, fs: Optional[int],
-                   charset: Optional[Charset], allow_empty_text: bool, problems: List[str], report: Report) -> None:
+                   charset: Optional[Charset], allow_empty_text: bool, problems: List[str], report: Report,
+                   speech_type: str = "sound", channels: Optional[int] = None) -> None:
     """validate_data_dir on each directory whose wav.scp or text is an input, checking the contents of those."""
     for d in sorted({p.parent for p in covered}):
         roles = {p.name for p in covered if p.parent == d}
@@ -339,7 +431,9 @@ def _validate_dirs(covered: Set[Path], utterances: Optional[Set[str]], check_aud
             found = validate_data_dir(
                 d, check_audio=check_audio and "wav.scp" in roles, fs=fs if "wav.scp" in roles else None,
                 charset=charset if "text" in roles else None, allow_empty_text=allow_empty_text or "text" not in roles,
-                require_text="text" in roles, utterances=utterances)
+                require_text="text" in roles, utterances=utterances,
+                audio_type=speech_type if "wav.scp" in roles else "auto",
+                channels=channels if "wav.scp" in roles else None)
         except DataError as err:
             problems.extend(err.problems)
             continue
@@ -355,7 +449,8 @@ def _check_listed(listed: List[Tuple[Path, Entry]], path: Path, entries: List[En
 
 def validate_loader_inputs(speech: Optional[PathLike], text: Optional[PathLike], *, check_audio: bool = True,
                            fs: Optional[int] = None, charset: Optional[Charset] = None,
-                           allow_empty_text: bool = False, key_files: Sequence[PathLike] = ()) -> Report:
+                           allow_empty_text: bool = False, key_files: Sequence[PathLike] = (),
+                           speech_type: str = "sound", channels: Optional[int] = None) -> Report:
     """Check the audio list and the transcripts one data loader reads together (ESPnet's
     `--train_data_path_and_name_and_type .../wav.scp,speech,sound` and `.../text,text,text`); raise DataError
     listing every problem.
@@ -364,6 +459,8 @@ def validate_loader_inputs(speech: Optional[PathLike], text: Optional[PathLike],
     (validate_data_dir); a table outside one gets the same checks on its own (sorted, unique keys, audio, text).
     Speech and text must hold the same utterances. `key_files` (ESPnet's shape files) list the utterances that will
     be read: each must be in both tables, and only those get their audio and transcript contents checked.
+    `speech_type` is ESPnet's loader type of the speech input (sound or kaldi_ark: each entry is checked the way
+    that loader reads it), `channels` the channel count the model expects.
     """
     inputs = [(Path(p), role) for p, role in ((speech, "wav.scp"), (text, "text")) if p is not None]
     problems: List[str] = []
@@ -371,7 +468,8 @@ def validate_loader_inputs(speech: Optional[PathLike], text: Optional[PathLike],
     listed = _read_keys(key_files, problems)
     utterances = None if listed is None else {e.key for _, e in listed}
     covered = {p for p, role in inputs if p.name == role and is_data_dir(p.parent)}
-    _validate_dirs(covered, utterances, check_audio, fs, charset, allow_empty_text, problems, report)
+    _validate_dirs(covered, utterances, check_audio, fs, charset, allow_empty_text, problems, report, speech_type,
+                   channels)
     tables: List[Tuple[Path, Optional[List[Entry]]]] = []
     for path, role in inputs:
         if path in covered:
@@ -384,7 +482,7 @@ def validate_loader_inputs(speech: Optional[PathLike], text: Optional[PathLike],
         if role == "text":
             _check_text(path, checked, charset, allow_empty_text, problems, report.warnings)
         else:
-            _check_audio(path, checked, check_audio, fs, problems, report.warnings)
+            _check_audio(path, checked, check_audio, fs, problems, report.warnings, speech_type, channels)
     readable = [(p, e) for p, e in tables if e is not None]
     if len(readable) == 2 and not (len(covered) == 2 and len({p.parent for p in covered}) == 1):
         (speech_path, speech_entries), (text_path, text_entries) = readable
@@ -397,3 +495,27 @@ def validate_loader_inputs(speech: Optional[PathLike], text: Optional[PathLike],
     for w in report.warnings:
         logging.warning(w)
     return report
+
+
+def check_audio_list(path: PathLike, audio_type: str = "sound", *, check_audio: bool = True, fs: Optional[int] = None,
+                     channels: Optional[int] = None, keys: Optional[Set[str]] = None) -> List[Entry]:
+    """The audio list a decoder reads (its PATH,speech,TYPE input) on its own: read as every table is (read_table: a
+    byte-order mark, DOS line endings, duplicate keys are errors, so no key reaches the output with a stray
+    character), each entry of `keys` (default: all) checked the way `audio_type`'s loader (sound, kaldi_ark) reads
+    it (_check_audio).
+    Returns the entries; raises DataError listing every problem."""
+    path = Path(path)
+    problems: List[str] = []
+    warnings: List[str] = []
+    try:
+        entries = read_table(path)
+    except DataError as e:
+        raise DataError(e.problems) from None
+    if audio_type in ("sound", "kaldi_ark"):  # other types (features: npy, ...) get the table check only
+        _check_audio(path, _entries_to_check(entries, keys), check_audio, fs, problems, warnings, audio_type,
+                     channels)
+    if problems:
+        raise DataError(problems)
+    for w in warnings:
+        logging.warning(w)
+    return entries

@@ -7,15 +7,18 @@ character the token list lacks becomes <unk>. Here each is an error naming the f
 how to fix it, before anything is written:
 
 1. model_conf: unknown keys (with the closest known key), out-of-range values (espnet_bertkd.kd.config, the same
-   checks the model constructor runs), kd_layers beyond encoder_conf.num_blocks.
+   checks the model constructor runs), kd_layers beyond encoder_conf.num_blocks, ctc_weight < 1 with no decoder.
 2. the teacher (resolve_teacher_vocab_size): its vocabulary size goes into model_conf.teacher.vocab_size, and so
    into the config.yaml ESPnet saves, so that decoding builds the model without the teacher; cached soft labels
    (check_soft_labels): every train/valid utterance has them, from the configured teacher.
 3. data, for train and valid: every input file exists; the sound and text inputs are validated together
    (espnet_bertkd.tasks.data_check.validate_loader_inputs, i.e. validate_data_dir where they live in a Kaldi data
    directory): sorted unique keys, the same utterances in wav.scp and text (and every utterance of the shape files
-   in both), audio readable, non-empty and at the front-end's sample rate, no empty transcript, no character the
-   token list cannot represent. The audio headers are the costly part (a 281k-utterance set: minutes); progress is
+   in both), audio entries checked the way the declared loader reads them (sound: the file exists, its header is
+   readable, non-empty, at the front-end's sample rate and mono for ESPnet's default front-end; kaldi_ark: the ark
+   exists and the offset is inside it; a command `... |` is refused for both, with the fix), no empty transcript, no
+   character the token list cannot represent. A read error that only decoding shows (a truncated file) names the
+   utterance and the file when ESPnet's loader meets it (espnet_bertkd.tasks.audio). The audio headers are the costly part (a 281k-utterance set: minutes); progress is
    logged, and ESPNET_BERTKD_DATA_CHECK=no_audio skips them (files must still exist), =off skips step 3.
 """
 from __future__ import annotations
@@ -70,6 +73,34 @@ def check_model_config(args: Namespace) -> None:
         check_model_conf(conf, signature, encoder)
     elif not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
         check_known_keys(conf, model_conf_defaults(signature), f"model_conf (model: {args.model})")
+    check_decoder_needed(args, model_class, conf, model_conf_defaults(signature))
+
+
+def check_decoder_needed(args: Namespace, model_class: type, conf: Dict[str, Any], defaults: Dict[str, Any]) -> None:
+    """ESPnet's ASR model asserts a decoder when ctc_weight < 1 ("decoder should not be None", after the model is
+    half built); bertkd's KD decoders count as one. Refuse that combination here, naming the key and the fix."""
+    from espnet2.asr.espnet_model import ESPnetASRModel
+
+    from espnet_bertkd.asr.bertkd_model import MODEL_NAME
+
+    if not (isinstance(model_class, type) and issubclass(model_class, ESPnetASRModel)):
+        return
+    if getattr(args, "decoder", None) is not None:
+        return
+    ctc_weight = conf.get("ctc_weight", defaults.get("ctc_weight", 0.5))
+    is_kd = args.model == MODEL_NAME
+    if is_kd and conf.get("kd_layers"):
+        return
+    if not isinstance(ctc_weight, (int, float)) or isinstance(ctc_weight, bool) or ctc_weight >= 1.0:
+        return  # a bad value is named by the range check; 1.0 is a CTC-only model
+    source = "" if "ctc_weight" in conf else f" (the default of model: {args.model})"
+    others = "add kd_layers (KD decoders) or an attention decoder (`decoder: transformer`)" if is_kd else \
+        "add an attention decoder (`decoder: transformer`)"
+    raise ValueError(
+        f"model_conf.ctc_weight={ctc_weight}{source} gives the attention loss weight {1 - ctc_weight:g}, but the model "
+        f"has no decoder (no --decoder{', and model_conf.kd_layers is empty' if is_kd else ''}): set "
+        f"`ctc_weight: 1.0` in model_conf for a CTC-only model, or {others}"
+    )
 
 
 # --------------------------------------------------------------------------------------------- soft labels
@@ -104,10 +135,13 @@ def check_soft_labels(args: Namespace) -> None:
     """Fail before any data is read when a KD training run cannot work.
 
     Checks the model config (building nothing heavy) and, in cached teacher mode, that every training and validation
-    set has soft labels for all of its utterances, written by the configured teacher.
+    set has soft labels for all of its utterances, in arks that exist and hold them, written by the configured
+    teacher (kd_meta.json) from the transcripts training reads (kd_text.hash). Soft labels without kd_meta.json or
+    kd_text.hash cannot be verified and are refused unless ESPNET_BERTKD_ACCEPT_UNVERIFIED_SOFT_LABELS=1.
     """
     from espnet_bertkd.asr.bertkd_model import MODEL_NAME
-    from espnet_bertkd.kd.soft_labels import KD_PROB, KD_TOKEN, check_coverage, check_meta, read_scp_keys
+    from espnet_bertkd.kd.soft_labels import KD_PROB, KD_TOKEN, check_arks, check_coverage, check_meta
+    from espnet_bertkd.utils.fileio import read_pairs
     from espnet_bertkd.kd.teacher_config import TeacherConfig
 
     if getattr(args, "model", None) != MODEL_NAME or getattr(args, "collect_stats", False):
@@ -132,13 +166,58 @@ def check_soft_labels(args: Namespace) -> None:
             if not os.path.exists(entries[name]):
                 raise FileNotFoundError(f"--{split}_data_path_and_name_and_type: {entries[name]} does not exist")
         reference = entries.get("text")
-        if reference is not None and os.path.exists(reference):
-            utt_ids = read_scp_keys(reference)
+        pairs = read_pairs(reference) if reference is not None and os.path.exists(reference) else None
+        if pairs is not None:
             for name in (KD_TOKEN, KD_PROB):
-                check_coverage(entries[name], utt_ids, reference)
+                check_coverage(entries[name], [utt for utt, _ in pairs], reference)
+        for name in (KD_TOKEN, KD_PROB):
+            check_arks(entries[name])
         for directory in sorted({os.path.dirname(entries[name]) for name in (KD_TOKEN, KD_PROB)}):
-            check_meta(directory, expected)
-            _warn_if_unverified(directory, teacher, expected)
+            if not _accept_unverified(directory):
+                check_meta(directory, expected)
+                _warn_if_unverified(directory, teacher, expected)
+            if pairs is not None:
+                _check_texts(directory, pairs, reference)
+
+
+def _accept_unverified(directory: str) -> bool:
+    """Soft labels without kd_meta.json cannot be matched to a teacher (labels of another teacher with the same
+    vocabulary size would train to completion): an error, unless the user accepts them knowingly for this run.
+    Returns whether there is no kd_meta.json (and the user accepted that)."""
+    from espnet_bertkd.kd.soft_labels import ACCEPT_UNVERIFIED_ENV, META_FILE
+
+    path = os.path.join(directory, META_FILE)
+    if os.path.exists(path):
+        return False
+    if os.environ.get(ACCEPT_UNVERIFIED_ENV, "") == "1":
+        logging.warning("%s is missing: the soft labels in %s are used unverified (%s=1)", path, directory,
+                        ACCEPT_UNVERIFIED_ENV)
+        return True
+    raise ValueError(
+        f"{path} is missing: nothing says which teacher, top-k and temperature wrote the soft labels in {directory}. "
+        f"Re-run soft-label extraction (espnet_bertkd.bin.extract_soft_labels, asr.sh stage 4) into that directory, "
+        f"or set {ACCEPT_UNVERIFIED_ENV}=1 for this run to train from them unverified"
+    )
+
+
+def _check_texts(directory: str, pairs: Sequence[Tuple[str, str]], reference: str) -> None:
+    """The soft labels must come from the transcripts training reads (kd_text.hash, written by extraction)."""
+    from espnet_bertkd.kd.soft_labels import ACCEPT_UNVERIFIED_ENV, TEXT_HASH_FILE, check_text_hashes
+
+    path = os.path.join(directory, TEXT_HASH_FILE)
+    if os.path.exists(path):
+        check_text_hashes(directory, pairs, reference)
+    elif os.environ.get(ACCEPT_UNVERIFIED_ENV, "") == "1":
+        logging.warning("%s is missing: the soft labels in %s are not checked against %s (%s=1)", path, directory,
+                        reference, ACCEPT_UNVERIFIED_ENV)
+    else:
+        raise ValueError(
+            f"{path} is missing: the soft labels in {directory} were written by an earlier espnet-bertkd (or their "
+            f"extraction did not finish), so nothing says which transcripts they were made from. Re-run soft-label "
+            f"extraction with the same --output_dir (`python -m espnet_bertkd.bin.extract_soft_labels --asr_config "
+            f"CONFIG --text {reference} --output_dir {directory}`, or asr.sh --stage 4 --stop_stage 4; it recomputes "
+            f"them), or set {ACCEPT_UNVERIFIED_ENV}=1 for this run to train from them unverified"
+        )
 
 
 def _expected_meta(teacher: TeacherConfig) -> Dict[str, Any]:
@@ -189,6 +268,7 @@ def check_data(args: Namespace) -> None:
     if missing:
         raise DataError(missing, hint=f"Check these paths on the asr_train command line. {NOT_STARTED}")
     fs = expected_sample_rate(args)
+    channels = expected_channels(args)
     charset = token_charset(args)
     problems: List[str] = []
     refused: List[str] = []  # the inputs of the splits with problems
@@ -198,19 +278,34 @@ def check_data(args: Namespace) -> None:
             continue
         found = check_split(f"--{split}_data_path_and_name_and_type", speech, text,
                             list(getattr(args, f"{split}_shape_file", None) or []), fs, charset,
-                            check_audio=level == "full")
+                            check_audio=level == "full", speech_type=speech_type(args, split), channels=channels)
         problems += found
         refused += [p for p in (speech, text) if p and found]
     if problems:
         raise DataError(problems, hint=fix_hint(refused))
 
 
-def loader_inputs(args: Namespace, split: str) -> Tuple[Optional[str], Optional[str]]:
-    """The speech (type sound) and transcript (name text, type text) files of a split, where given."""
+def _speech_input(args: Namespace, split: str) -> Optional[DataInput]:
+    """The audio input of a split: type sound, or name speech of type kaldi_ark (ESPnet reads audio arks and
+    `ARK:OFFSET` wav.scp entries with it)."""
     inputs: List[DataInput] = list(getattr(args, f"{split}_data_path_and_name_and_type", None) or [])
-    speech = next((path for path, _, kind in inputs if kind == "sound"), None)
+    return next((i for i in inputs if i[2] == "sound" or (i[1] == "speech" and i[2] == "kaldi_ark")), None)
+
+
+def loader_inputs(args: Namespace, split: str) -> Tuple[Optional[str], Optional[str]]:
+    """The speech (type sound, or speech of type kaldi_ark) and transcript (name text, type text) files of a split,
+    where given."""
+    inputs: List[DataInput] = list(getattr(args, f"{split}_data_path_and_name_and_type", None) or [])
+    speech = _speech_input(args, split)
     text = next((path for path, name, kind in inputs if name == "text" and kind == "text"), None)
-    return speech, text
+    return (speech[0] if speech else None), text
+
+
+def speech_type(args: Namespace, split: str) -> str:
+    """ESPnet's loader type of the split's speech input (sound or kaldi_ark): its entries are checked the way that
+    loader reads them."""
+    speech = _speech_input(args, split)
+    return speech[2] if speech else "sound"
 
 
 def missing_files(args: Namespace, split: str) -> List[str]:
@@ -224,14 +319,16 @@ def missing_files(args: Namespace, split: str) -> List[str]:
 
 
 def check_split(flag: str, speech: Optional[str], text: Optional[str], shape_files: Sequence[str],
-                fs: Optional[int], charset: Optional[Charset], check_audio: bool) -> List[str]:
+                fs: Optional[int], charset: Optional[Charset], check_audio: bool, speech_type: str = "sound",
+                channels: Optional[int] = None) -> List[str]:
     """The problems of one split's inputs (validate_loader_inputs), with progress logged."""
     start = time.monotonic()
     logging.info("checking %s %s%s", flag, " and ".join(p for p in (speech, text) if p),
                  "" if check_audio else f" (audio headers not read: {DATA_CHECK_ENV}=no_audio)")
     try:
         report = validate_loader_inputs(speech, text, check_audio=check_audio, fs=fs if check_audio else None,
-                                        charset=charset, key_files=shape_files)
+                                        charset=charset, key_files=shape_files, speech_type=speech_type,
+                                        channels=channels if check_audio else None)
     except DataError as err:
         return err.problems
     logging.info("%s: %d utterances OK (%.1f s)", flag, report.utterances, time.monotonic() - start)
@@ -244,14 +341,15 @@ def fix_hint(paths: Sequence[str]) -> str:
     fix = ""
     if dirs:
         fix += (" and ".join(f"`python -m espnet_bertkd.recipe.bin.validate_data_dir {d} --fix`" for d in dirs) +
-                " sorts the tables and keeps the utterances found in all of them (add --drop_empty_text to drop "
-                "empty transcripts; the originals go to DIR/.backup), then re-run collect-stats so the shape files "
-                "match. ")
+                " strips a byte-order mark and DOS line endings, sorts the tables and keeps the utterances found in "
+                "all of them (add --drop_empty_text to drop empty transcripts; the originals go to DIR/.backup), "
+                "then re-run collect-stats so the shape files match. ")
     if any(not is_data_dir(Path(p).parent) for p in paths):
         fix += ("Sort tables outside a data directory by key (`LC_ALL=C sort`), keep the same utterances in each "
                 "and re-run collect-stats so the shape files match. ")
     return (f"The training data was refused. {NOT_STARTED} How to fix: {fix}"
-            "Resample audio whose rate differs from frontend_conf.fs (or set fs); normalise transcripts with "
+            "Resample audio whose rate differs from frontend_conf.fs (or set fs), downmix multi-channel audio to "
+            "mono; normalise transcripts with "
             "characters the token list lacks, or rebuild the token list / BPE model. "
             f"{DATA_CHECK_ENV}=no_audio skips reading audio headers, {DATA_CHECK_ENV}=off skips the data check.")
 
@@ -272,6 +370,16 @@ def expected_sample_rate(args: Namespace) -> Optional[int]:
 
         fs = humanfriendly.parse_size(fs)  # ESPnet's front-ends accept "16k"
     return int(fs) if isinstance(fs, (int, float)) and fs > 0 else None
+
+
+def expected_channels(args: Namespace) -> Optional[int]:
+    """1 where ESPnet's default front-end reads raw audio with no multi-channel enhancement front-end
+    (frontend_conf.frontend_conf): a batch that mixes a stereo file with mono ones cannot be padded (collect-stats
+    and training fail in the collate function without naming the file), and a stereo file alone is trained on a
+    random channel. None (not checked) for features (--input_size) and other front-ends."""
+    if getattr(args, "input_size", None) is not None or getattr(args, "frontend", None) != "default":
+        return None
+    return None if (args.frontend_conf or {}).get("frontend_conf") else 1
 
 
 # ----------------------------------------------------------------------------------------------------- token list

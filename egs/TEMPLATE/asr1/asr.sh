@@ -12,7 +12,12 @@
 #  6. ASR collect-stats, then training of each system in --systems
 #  7. decoding: greedy CTC for every system, ESPnet beam search + LM shallow fusion for --sf_systems
 #  8. scoring (jiwer) and RESULTS.md / results.png
+#
+# One run at a time per --expdir (${expdir}/.lock, refused naming the pid that holds it); the stages that write what
+# runs with different --expdir share (1-5: data/, dump/, the teacher, the LM; 6a: the ASR stats) wait for each other
+# (${datadir}/.lock). Option values are split into words (asr_args, ...), never evaluated by a shell.
 set -euo pipefail
+set -f  # no globbing: the options split into words (--systems, --asr_args, ...) are never file patterns
 
 stage=1
 stop_stage=100
@@ -67,7 +72,57 @@ run_jobs() { ${python} -m espnet_bertkd.recipe.bin.run_jobs --backend "${cmd_bac
 
 [ -n "${train_set}" ] && [ -n "${valid_set}" ] && [ -n "${test_sets}" ] \
     || { echo "$0: --train_set, --valid_set and --test_sets are required" >&2; exit 1; }
+# Paths and names that are split into words or joined into ESPnet's PATH,NAME,TYPE specs: refused up front rather
+# than broken into pieces later (--teacher, --corpus_root and --lm_text are quoted throughout: any path works).
+for _name in datadir dumpdir expdir lm_exp asr_stats_dir results_dir asr_config_dir lm_config inference_config \
+        asr_model train_set valid_set test_sets sf_test_sets; do
+    _value=${!_name}
+    case "${_name}" in test_sets|sf_test_sets) _value=${_value//[ ]/} ;; esac  # lists: one space between names
+    case "${_value}" in
+        *[[:space:]]*) echo "$0: --${_name} '${!_name}': paths with whitespace are not supported; choose one" \
+            "without spaces, tabs or newlines" >&2; exit 1 ;;
+        *,*) echo "$0: --${_name} '${!_name}': commas are not supported (ESPnet reads PATH,NAME,TYPE)" >&2; exit 1 ;;
+        *JOB*) echo "$0: --${_name} '${!_name}': 'JOB' is not supported in paths (the job launcher replaces it with" \
+            "the job number)" >&2; exit 1 ;;
+    esac
+done
+case "${teacher}" in *JOB*) echo "$0: --teacher '${teacher}': 'JOB' is not supported in paths (the job launcher" \
+    "replaces it with the job number)" >&2; exit 1 ;; esac
+unset _name _value
 mkdir -p "${expdir}"
+
+# lock FILE [lock.py options]: an exclusive lock on FILE for the life of this run (its descriptor in lock_fd)
+lock() {
+    local rc
+    while :; do
+        exec {lock_fd}>>"$1"
+        rc=0; ${python} -m espnet_bertkd.recipe.bin.lock --fd "${lock_fd}" --file "$1" --pid $$ "${@:2}" || rc=$?
+        [ "${rc}" = 3 ] || break
+        exec {lock_fd}>&-  # the run that held it removed the file on release: open it afresh
+    done
+    [ "${rc}" = 0 ] || exit 1
+}
+lock "${expdir}/.lock" --what "two runs in one --expdir would overwrite each other's outputs and logs"
+expdir_lock_fd=${lock_fd}
+# The shared stages' lock: ${datadir}/.lock, removed on release (data/ holds only the data sets otherwise)
+shared_lock_fd=
+lock_shared() {
+    mkdir -p "${datadir}"
+    lock "${datadir}/.lock" --wait --what "another run is writing the data, soft labels, teacher, LM or ASR stats"
+    shared_lock_fd=${lock_fd}
+}
+unlock_shared() {
+    [ -n "${shared_lock_fd}" ] || return 0
+    rm -f "${datadir}/.lock"; exec {shared_lock_fd}>&-; shared_lock_fd=
+}
+trap unlock_shared EXIT
+# require WHAT FILE...: a stage that did not write its outputs fails, naming them
+require() {
+    local what=$1 f; shift
+    for f in "$@"; do
+        [ -f "${f}" ] || { echo "$0: ${what} did not produce ${f}" >&2; exit 1; }
+    done
+}
 if [ "${token_type}" = bpe ]; then
     token_dir=${datadir}/token_list/bpe_${bpemode}${nbpe}
     token_opts="--token_type bpe --bpemodel ${token_dir}/bpe.model"
@@ -85,17 +140,20 @@ kd_requirements() { ${python} -m espnet_bertkd.bin.kd_requirements --teacher "${
 asr_stats_dir=${asr_stats_dir:-${expdir}/asr_stats_${token_type}}
 lm_exp=${lm_exp:-${expdir}/lm}
 
+if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 1 ]; then lock_shared; fi
 if stage_on 1; then
     log "Stage 1: data preparation from ${corpus_root}"
     if [ ! -f "${datadir}/lm_train.txt" ]; then
         run ${python} -m espnet_bertkd.recipe.bin.prepare_librispeech --root "${corpus_root}" --data_dir "${datadir}" ${corpus_sets}
         for spec in ${combine_sets}; do
-            run ${python} -m espnet_bertkd.recipe.bin.combine_data_dirs "${datadir}/${spec%%=*}" \
-                $(echo "${spec#*=}" | tr ',' '\n' | sed "s|^|${datadir}/|")
+            sources=(); IFS=, read -ra names <<< "${spec#*=}"
+            for name in "${names[@]}"; do sources+=("${datadir}/${name}"); done
+            run ${python} -m espnet_bertkd.recipe.bin.combine_data_dirs "${datadir}/${spec%%=*}" "${sources[@]}"
         done
-        lm_opts=""; [ -n "${lm_text}" ] && lm_opts="--lm_text ${lm_text}"
+        lm_opts=(); [ -n "${lm_text}" ] && lm_opts=(--lm_text "${lm_text}")
         run ${python} -m espnet_bertkd.recipe.bin.prepare_lm_text --output "${datadir}/lm_train.txt" \
-            --text "${datadir}/${train_set}/text" ${lm_opts}
+            --text "${datadir}/${train_set}/text" "${lm_opts[@]}"
+        require "Stage 1" "${datadir}/lm_train.txt"
     else
         log "skip: ${datadir}/lm_train.txt exists"
     fi
@@ -106,6 +164,7 @@ if stage_on 2; then
     if [ ! -f "${token_list}" ]; then
         run ${python} -m espnet_bertkd.recipe.bin.train_bpe --token_type "${token_type}" --text "${datadir}/${train_set}/text" \
             --output_dir "${token_dir}" --vocab_size "${nbpe}" --model_type "${bpemode}"
+        require "Stage 2" "${token_list}"
     else
         log "skip: ${token_list} exists"
     fi
@@ -125,6 +184,7 @@ if stage_on 3; then
             run ${python} -m espnet_bertkd.bin.train_teacher --text "${expdir}/teacher_text.txt" \
                 --output_dir "${teacher_dir}" --seed "${seed}" "${init_opts[@]}" ${teacher_args} 2>&1 \
                 | tee "${expdir}/teacher.log"
+            require "Stage 3" "${teacher_dir}/training.json"
         fi
     else
         log "Stage 3: skip: the KD configs' teacher is used as it is (--train_teacher true trains one)"
@@ -141,18 +201,17 @@ if stage_on 4; then
         for dset in "${train_set}" "${valid_set}"; do
             out=${dumpdir}/kd/${dset}
             log "Stage 4: teacher soft labels for ${dset} as ${kd_config} asks -> ${out} (${nj} jobs)"
-            if [ ! -f "${out}/kd_token.scp" ]; then
-                run_jobs --nj "${nj}" --log "${out}/log/extract.JOB.log" -- ${python} -m espnet_bertkd.bin.extract_soft_labels \
-                    --asr_config "${kd_config}" "${teacher_opts[@]}" --text "${datadir}/${dset}/text" \
-                    --output_dir "${out}" --nj "${nj}" --job JOB
-            else
-                log "skip: ${out}/kd_token.scp exists"
-            fi
+            # Always run: on finished soft labels it recomputes only the utterances whose transcript changed (or
+            # whose arks are gone) and is a quick no-op when everything matches their kd_text.hash
+            run_jobs --nj "${nj}" --log "${out}/log/extract.JOB.log" -- ${python} -m espnet_bertkd.bin.extract_soft_labels \
+                --asr_config "${kd_config}" "${teacher_opts[@]}" --text "${datadir}/${dset}/text" \
+                --output_dir "${out}" --nj "${nj}" --job JOB
+            require "Stage 4" "${out}/kd_token.scp" "${out}/kd_prob.scp" "${out}/kd_text.hash"
         done
         # How well the teacher predicts the held-out transcripts it labelled (top-1 of its soft labels)
-        subset_opts=""; for s in ${teacher_subsets}; do subset_opts+=" --subset ${s}"; done
+        subset_opts=(); for s in ${teacher_subsets}; do subset_opts+=(--subset "${s}"); done
         run ${python} -m espnet_bertkd.bin.teacher_accuracy --soft_labels "${dumpdir}/kd/${valid_set}" \
-            --text "${datadir}/${valid_set}/text" ${subset_opts} --output "${expdir}/teacher_accuracy.json"
+            --text "${datadir}/${valid_set}/text" "${subset_opts[@]}" --output "${expdir}/teacher_accuracy.json"
     fi
 fi
 
@@ -171,10 +230,12 @@ if stage_on 5; then
             --train_shape_file "${lm_stats}/train/text_shape" --valid_shape_file "${lm_stats}/valid/text_shape" \
             --fold_length 150 --resume true --output_dir "${lm_exp}" --seed "${seed}" --config "${lm_config}" \
             ${lm_args} > "${expdir}/lm_train.log" 2>&1
+        require "Stage 5 (log ${expdir}/lm_train.log)" "${lm_exp}/config.yaml" "${lm_exp}/valid.loss.ave.pth"
     else
         log "skip: ${lm_exp}/valid.loss.ave.pth exists"
     fi
 fi
+unlock_shared
 
 asr_data_opts() {  # $1 = train|valid, $2 = data set, $3 = with soft labels (true|false)
     echo "--${1}_data_path_and_name_and_type ${datadir}/${2}/wav.scp,speech,sound"
@@ -190,13 +251,16 @@ common_asr_opts="--use_preprocessor true ${token_opts} --token_list ${token_list
 if stage_on 6; then
     first=$(echo ${systems} | cut -d' ' -f1)
     log "Stage 6a: ASR collect-stats -> ${asr_stats_dir}"
+    if [ ! -f "${asr_stats_dir}/train/feats_stats.npz" ]; then lock_shared; fi  # another run may be writing them
     if [ ! -f "${asr_stats_dir}/train/feats_stats.npz" ]; then
         run ${python} -m espnet_bertkd.bin.asr_train --collect_stats true ${common_asr_opts} \
             --config "${asr_config_dir}/train_asr_${first}.yaml" --normalize none \
             $(asr_data_opts train "${train_set}" false) $(asr_data_opts valid "${valid_set}" false) \
             --train_shape_file "${datadir}/${train_set}/wav.scp" --valid_shape_file "${datadir}/${valid_set}/wav.scp" \
             --output_dir "${asr_stats_dir}" > "${expdir}/asr_stats.log" 2>&1
+        require "Stage 6a (log ${expdir}/asr_stats.log)" "${asr_stats_dir}/train/feats_stats.npz"
     fi
+    unlock_shared
     # Each system's training command goes into ${expdir}/<system>/train.sh (re-run it by hand to retrain one
     # system); --train_nj of them run at once, sharing the cores.
     todo=()
@@ -207,26 +271,41 @@ if stage_on 6; then
         # KD systems in cached teacher mode read the soft labels of stage 4; online ones run the teacher themselves
         mode=$(kd_requirements --asr_config "${config}" --get mode)
         soft_labels=false; [ "${mode}" = cached ] && soft_labels=true
-        kd_opts=""  # --teacher, quoted for train.sh; ESPnet writes it into the system's config.yaml
-        [ "${mode}" != none ] && [ -n "${teacher}" ] && kd_opts=$(printf ' %q' --model_conf "teacher.model=${teacher}")
+        kd_opts=()  # --teacher: ESPnet writes it into the system's config.yaml
+        [ "${mode}" != none ] && [ -n "${teacher}" ] && kd_opts=(--model_conf "teacher.model=${teacher}")
         mkdir -p "${expdir}/${system}"
-        # echo $(...) joins the options onto one line (paths with spaces are not supported, as everywhere here)
-        { echo "#!/usr/bin/env bash"; echo "# Written by asr.sh stage 6; run it from $(pwd)."
-          echo exec ${python} -m espnet_bertkd.bin.asr_train ${common_asr_opts} --config "${config}" \
-            --normalize global_mvn --normalize_conf "stats_file=${asr_stats_dir}/train/feats_stats.npz" \
-            $(asr_data_opts train "${train_set}" "${soft_labels}") $(asr_data_opts valid "${valid_set}" "${soft_labels}") \
-            --train_shape_file "${asr_stats_dir}/train/speech_shape" --valid_shape_file "${asr_stats_dir}/valid/speech_shape" \
-            --fold_length 80000 --resume true --seed "${seed}" --output_dir "${expdir}/${system}" ${kd_opts} ${asr_args} \
-            "> ${expdir}/${system}.train.log 2>&1"
-        } > "${expdir}/${system}/train.sh"
-        todo+=("${expdir}/${system}/train.sh")
+        # The command as words (the options' strings split at whitespace, nothing else: set -f, no evaluation), each
+        # word quoted into train.sh, so that every value reaches asr_train verbatim
+        cmd=(${python} -m espnet_bertkd.bin.asr_train ${common_asr_opts} --config "${config}"
+             --normalize global_mvn --normalize_conf "stats_file=${asr_stats_dir}/train/feats_stats.npz"
+             $(asr_data_opts train "${train_set}" "${soft_labels}") $(asr_data_opts valid "${valid_set}" "${soft_labels}")
+             --train_shape_file "${asr_stats_dir}/train/speech_shape"
+             --valid_shape_file "${asr_stats_dir}/valid/speech_shape"
+             --fold_length 80000 --resume true --seed "${seed}" --output_dir "${expdir}/${system}" "${kd_opts[@]}"
+             ${asr_args})
+        { echo "#!/usr/bin/env bash"; echo "# Written by asr.sh stage 6 (run it by hand to retrain ${system})."
+          printf 'cd %q || exit 1\n' "$(pwd)"
+          printf '%q ' exec "${cmd[@]}"; printf '> %q 2>&1\n' "${expdir}/${system}.train.log"
+        } > "${expdir}/${system}/train.sh.tmp"
+        mv "${expdir}/${system}/train.sh.tmp" "${expdir}/${system}/train.sh"
+        todo+=("${system}")
     done
     if [ ${#todo[@]} -gt 0 ]; then
+        # job N runs train_jobs/job.N.sh, which runs the Nth system's train.sh (scripts.txt lists them)
         mkdir -p "${expdir}/train_jobs"
-        printf '%s\n' "${todo[@]}" > "${expdir}/train_jobs/scripts.txt"
+        n=0
+        for system in "${todo[@]}"; do
+            n=$((n + 1))
+            printf '#!/usr/bin/env bash\nexec bash %q\n' "${expdir}/${system}/train.sh" > "${expdir}/train_jobs/job.${n}.sh"
+            echo "${expdir}/${system}/train.sh"
+        done > "${expdir}/train_jobs/scripts.txt"
         log "${#todo[@]} training job(s), ${train_nj} at a time: ${todo[*]}"
         run_jobs --nj ${#todo[@]} --max_parallel "${train_nj}" --log "${expdir}/train_jobs/train.JOB.log" -- \
-            "bash \$(sed -n JOBp ${expdir}/train_jobs/scripts.txt)"
+            bash "${expdir}/train_jobs/job.JOB.sh"
+        for system in "${todo[@]}"; do
+            require "Stage 6 (training ${system}, log ${expdir}/${system}.train.log)" \
+                "${expdir}/${system}/config.yaml" "${expdir}/${system}/${asr_model}"
+        done
     fi
 fi
 
@@ -240,9 +319,15 @@ decode_set() {  # $1 = output dir, $2 = data set, then the decoder's command (wi
     run_jobs --nj "${inference_nj}" --log "${split}/decode.JOB.log" -- "$@" \
         --key_file "${split}/keys.JOB.scp" --output_dir "${split}/output.JOB"
     run ${python} -m espnet_bertkd.recipe.bin.merge_decode --nj "${inference_nj}" "${split}/output.JOB" "${out}"
+    require "Stage 7 (logs ${split}/decode.*.log)" "${out}/1best_recog/text"
 }
 
 if stage_on 7; then
+    for system in ${systems} ${sf_systems}; do
+        for f in "${expdir}/${system}/config.yaml" "${expdir}/${system}/${asr_model}"; do
+            [ -f "${f}" ] || { echo "$0: Stage 7: ${f} is missing (stage 6 trains ${system})" >&2; exit 1; }
+        done
+    done
     for system in ${systems}; do
         for dset in ${test_sets}; do
             out=${expdir}/${system}/decode_greedy/${dset}
@@ -279,9 +364,10 @@ if stage_on 8; then
             done
         done
     done
-    teacher_opts=""; [ -f "${expdir}/teacher_accuracy.json" ] && teacher_opts="--teacher_accuracy ${expdir}/teacher_accuracy.json"
+    teacher_opts=()
+    [ -f "${expdir}/teacher_accuracy.json" ] && teacher_opts=(--teacher_accuracy "${expdir}/teacher_accuracy.json")
     run ${python} -m espnet_bertkd.recipe.bin.make_results --exp_dir "${expdir}" --output_dir "${results_dir}" \
-        --systems ${systems} --decodings ${decodings} --test_sets ${test_sets} ${teacher_opts}
+        --systems ${systems} --decodings ${decodings} --test_sets ${test_sets} "${teacher_opts[@]}"
     cat "${results_dir}/RESULTS.md"
 fi
 log "Finished stages ${stage}..${stop_stage}"

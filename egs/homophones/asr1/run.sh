@@ -41,8 +41,14 @@ fi
 
 if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
     echo "$(date '+%Y-%m-%dT%H:%M:%S') (run.sh) Stage 0: generate the ${size} corpus -> ${corpus}"
+    # One generator at a time (it removes temporaries it did not finish): another run's stage 0 is waited for
+    mkdir -p "$(dirname "${corpus}")"
+    exec {corpus_lock}>>"${corpus}.lock"
+    python3 -m espnet_bertkd.recipe.bin.lock --fd "${corpus_lock}" --file "${corpus}.lock" --pid $$ --wait \
+        --prog run.sh --what "another run is generating the corpus"
     python3 local/make_corpus.py --output_dir "${corpus}" --size "${size}" --seed "${corpus_seed}" --nj "${nj}" \
         --no_progress
+    exec {corpus_lock}>&-
 fi
 # The corpus' homophone groups and LM-only words, for the reports by kind of word (teacher accuracy, errors)
 [ -f "${corpus}/corpus_info.json" ] && local/word_lists.py "${corpus}/corpus_info.json" data/local

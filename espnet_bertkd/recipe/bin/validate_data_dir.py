@@ -5,8 +5,9 @@ r"""Validate a Kaldi-style data directory, as Kaldi's utils/validate_data_dir.sh
 
 Checks sorting (C order), duplicate keys, identical utterance lists in wav.scp/text/utt2spk, spk2utt against
 utt2spk, audio files (exist; with --check_audio readable and non-empty; with --fs the sample rate) and transcripts.
-Each problem names the file, the line and the utterance; exit status 1 if there is any. --fix first sorts the
-tables and keeps only the utterances present in all of them (originals in DATA_DIR/.backup/), as fix_data_dir.sh.
+Each problem names the file, the line and the utterance; exit status 1 if there is any. --fix first strips a
+byte-order mark and DOS line endings, sorts the tables and keeps only the utterances present in all of them (originals
+in DATA_DIR/.backup/), as fix_data_dir.sh.
 """
 import argparse
 import logging
@@ -27,7 +28,7 @@ def get_parser() -> argparse.ArgumentParser:
                    help=f"allowed transcript characters (whitespace always allowed) or one of {sorted(CHARSETS)}")
     p.add_argument("--allow_empty_text", action="store_true", help="empty transcripts are warnings, not errors")
     p.add_argument("--no_text", action="store_true", help="the directory has no text file")
-    p.add_argument("--fix", action="store_true", help="sort and filter the tables first (fix_data_dir)")
+    p.add_argument("--fix", action="store_true", help="strip BOM/CRLF, sort and filter the tables first (fix_data_dir)")
     p.add_argument("--drop_empty_text", action="store_true", help="with --fix: drop empty transcripts")
     return p
 

@@ -25,6 +25,12 @@ for s in ${size_seeds}; do
     case " ${seeds} " in *" ${s} "*) ;; *) echo "$0: --size_seeds ${s} is not in --seeds (the full-data row needs it)" >&2; exit 2 ;; esac
 done
 log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (evidence.sh) $*"; }
+# One evidence run at a time (a second one would rewrite the job scripts the first is running); the runs it starts
+# lock their own --expdir (asr.sh)
+mkdir -p "${out}/exp"
+exec {evidence_lock}>>"${out}/exp/.lock"
+python3 -m espnet_bertkd.recipe.bin.lock --fd "${evidence_lock}" --file "${out}/exp/.lock" --pid $$ \
+    --prog evidence.sh --what "another local/evidence.sh is running here"
 start=$(date +%s)
 command="local/evidence.sh --seeds \"${seeds}\" --fractions \"${fractions}\" --size_seeds \"${size_seeds}\" --nj ${nj}"
 

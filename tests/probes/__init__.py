@@ -1,0 +1,1 @@
+"""Cases of tests/probe_inputs.py: each module defines CASES, a list of common.Case (see common.py)."""
