@@ -26,6 +26,7 @@ from espnet_bertkd.kd.loss import KDDecoderLoss
 from espnet_bertkd.kd.online import OnlineSoftLabels
 from espnet_bertkd.kd.soft_labels import KD_PROB, KD_TOKEN, KDTargets, batch_targets
 from espnet_bertkd.kd.teacher import load_teacher_vocab_size
+from espnet_bertkd.utils.fileio import first_few
 
 MODEL_NAME = "bertkd"  # the `model:` value ESPnet configs use (registered by espnet_bertkd.tasks.asr)
 _ESPNET_INIT = inspect.signature(ESPnetASRModel.__init__)
@@ -323,8 +324,7 @@ def _describe_batch(utt_ids: Optional[Sequence[str]], batch_size: int, show: int
     """The batch's first utterance ids and how many there are (ESPnet passes them as `utt_id`)."""
     if not utt_ids:
         return f"a batch of {batch_size} utterances (no utt_id given)"
-    more = f" and {len(utt_ids) - show} more" if len(utt_ids) > show else ""
-    return f"the batch of utterances {', '.join(map(str, utt_ids[:show]))}{more}"
+    return f"the batch of utterances {first_few(utt_ids, show, str)}"
 
 
 def _merged_signature() -> inspect.Signature:

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import soundfile
 
-from espnet_bertkd.utils.fileio import read_dict
+from espnet_bertkd.utils.fileio import first_few, read_dict
 
 
 def check_output_dir(output_dir: str) -> None:
@@ -93,11 +93,10 @@ def check_audio(scp: str, kind: str, keys: List[str], dataset, model_rate: Optio
     if model_rate is not None:
         wrong = [(k, rate) for k, (rate, _) in info.items() if rate is not None and rate != model_rate]
         if wrong:
-            listed = ", ".join(f"{k} ({rate} Hz)" for k, rate in wrong[:shown])
-            more = f" and {len(wrong) - shown} more" if len(wrong) > shown else ""
+            listed = first_few([f"{k} ({rate} Hz)" for k, rate in wrong], shown, str)
             raise ValueError(
                 f"{scp}: {len(wrong)} of {len(info)} utterances are not at the model's sample rate {model_rate} Hz "
-                f"(frontend_conf.fs of {asr_train_config}): {listed}{more}. ESPnet would decode them without a word "
+                f"(frontend_conf.fs of {asr_train_config}): {listed}. ESPnet would decode them without a word "
                 f"and wrongly. Resample them to {model_rate} Hz first, e.g. `sox IN.wav -r {model_rate} OUT.wav`, or "
                 f"ESPnet's scripts/audio/format_wav_scp.sh --fs {model_rate} (asr.sh --fs {model_rate} does it)."
             )

@@ -29,13 +29,12 @@ import kaldiio
 import numpy as np
 
 from espnet_bertkd.kd.soft_labels import (
-    KD_DATA_NAMES, KD_PROB, KD_TOKEN, STORAGE, TEXT_FINGERPRINT, TEXT_HASH_FILE, UNKNOWN_HASH, fingerprint, pack,
-    read_meta, read_text_hashes, unreadable_entries, write_meta,
+    KD_DATA_NAMES, KD_PROB, KD_TOKEN, STORAGE, TEXT_FINGERPRINT, TEXT_HASH_FILE, UNKNOWN_HASH, SoftLabels, fingerprint,
+    pack, read_meta, read_text_hashes, unreadable_entries, write_meta,
 )
-from espnet_bertkd.kd.teacher_config import TeacherConfig
-from espnet_bertkd.kd.soft_labels import SoftLabels
 from espnet_bertkd.kd.teacher import MaskedLMTeacher, log_teacher
-from espnet_bertkd.utils.fileio import atomic_open, read_dict, read_pairs, read_table, write_table
+from espnet_bertkd.kd.teacher_config import TeacherConfig
+from espnet_bertkd.utils.fileio import atomic_open, first_few, read_dict, read_pairs, read_table, write_table
 from espnet_bertkd.utils.jobs import job_range  # chunks are named by (nj, job): keep this split convention
 from espnet_bertkd.utils.progress import Progress
 
@@ -105,9 +104,8 @@ def check_finite(utt_ids: Sequence[str], labels: Sequence[SoftLabels], dtype: st
     not written, so the chunks written before it are kept and a re-run resumes there."""
     bad = [u for u, lab in zip(utt_ids, labels) if not np.isfinite(lab.topk_probs).all()]
     if bad:
-        more = f" and {len(bad) - show} more" if len(bad) > show else ""
         raise ValueError(
-            f"the teacher gave non-finite probabilities for utterance(s) {', '.join(map(repr, bad[:show]))}{more} "
+            f"the teacher gave non-finite probabilities for utterance(s) {first_few(bad, show)} "
             f"with teacher.dtype={dtype}: use float32 (or bfloat16, which has float32's range); the chunks already "
             "written are kept and a re-run resumes after them"
         )

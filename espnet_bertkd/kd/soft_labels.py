@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from espnet_bertkd.utils.fileio import atomic_write_text, iter_table, read_keys, read_table
+from espnet_bertkd.utils.fileio import atomic_write_text, first_few, iter_table, read_keys, read_table
 
 KD_TOKEN = "kd_token"
 KD_PROB = "kd_prob"
@@ -184,11 +184,9 @@ def check_coverage(scp: os.PathLike, utt_ids: Iterable[str], reference: str, sho
     have = set(read_scp_keys(scp))
     missing = [u for u in wanted if u not in have]
     if missing:
-        names = ", ".join(repr(u) for u in missing[:show])
-        more = f" and {len(missing) - show} more" if len(missing) > show else ""
         raise ValueError(
             f"{scp} has no soft labels for {len(missing)} of the {len(wanted)} utterances listed in {reference}: "
-            f"{names}{more}. Re-run soft-label extraction (espnet_bertkd.bin.extract_soft_labels) for this data set"
+            f"{first_few(missing, show)}. Re-run soft-label extraction (espnet_bertkd.bin.extract_soft_labels) for this data set"
         )
 
 
@@ -243,11 +241,9 @@ def check_text_hashes(directory: os.PathLike, pairs: Sequence[Tuple[str, str]], 
     hashes = read_text_hashes(directory) or {}
     changed = [utt for utt, text in pairs if hashes.get(utt, "").split(" ")[0] != text_hash(text)]
     if changed:
-        names = ", ".join(repr(u) for u in changed[:show])
-        more = f" and {len(changed) - show} more" if len(changed) > show else ""
         raise ValueError(
             f"the soft labels in {directory} were extracted from other transcripts than {reference} for "
-            f"{len(changed)} of its {len(pairs)} utterances: {names}{more} (the text was edited after extraction). "
+            f"{len(changed)} of its {len(pairs)} utterances: {first_few(changed, show)} (the text was edited after extraction). "
             f"Re-run soft-label extraction with the same --output_dir (`python -m "
             f"espnet_bertkd.bin.extract_soft_labels --asr_config CONFIG --text {reference} --output_dir {directory}`"
             ", or asr.sh --stage 4 --stop_stage 4): it recomputes only the changed utterances"

@@ -18,7 +18,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import IO, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -33,6 +33,12 @@ def location(path: PathLike, line: Optional[int] = None, key: Optional[str] = No
     if key is not None:
         text += f": utterance {key}"
     return text
+
+
+def first_few(items: Sequence, show: int = 5, fmt: Callable[[object], str] = repr) -> str:
+    """`'a', 'b' and 3 more`: the first items an error message names, and how many it leaves out."""
+    more = f" and {len(items) - show} more" if len(items) > show else ""
+    return ", ".join(fmt(x) for x in items[:show]) + more
 
 
 class DataError(ValueError):
