@@ -184,6 +184,20 @@ def test_writable_output_dir_keeps_no_probe_file(tmp_path):
     assert (tmp_path / "new/out").is_dir() and not list((tmp_path / "new/out").iterdir())
 
 
+@pytest.mark.parametrize("decoder", [greedy, beam], ids=["ctc_greedy_inference", "asr_inference"])
+@pytest.mark.parametrize("entry", ["touch {marker} |", "touch {marker} |:12"])
+def test_command_entries_are_refused_never_run(tmp_path, model, decoder, entry):
+    """A kaldi_ark audio list whose entry is a shell command (kaldiio would run it) is refused before any entry is
+    read, by both decoders."""
+    cfg, pth = model
+    marker = tmp_path / "RAN"
+    scp = tmp_path / "wav.scp"
+    scp.write_text("u1 " + entry.format(marker=marker) + "\n")
+    message = refusal(decoder, cfg, pth, scp, "kaldi_ark", tmp_path / "out")
+    assert not marker.exists()
+    assert "u1" in message and "command" in message, message
+
+
 # ----------------------------------------------------------------------------------------- 12: code in model files
 
 @pytest.fixture

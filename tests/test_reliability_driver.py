@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from espnet_bertkd.recipe.bin import lock as lock_cli
 from probes.driver import (HOSTILE_ARGS, HOSTILE_EXPDIR, HOSTILE_TEACHER, PWNED, argv_of, asr_sh, asr_sh_args,
@@ -90,9 +91,21 @@ def test_expdir_and_teacher_reach_training_verbatim(tmp_path):
     assert [p for p in PWNED if (root / p).exists()] == []
     argv = argv_of(root / HOSTILE_EXPDIR / "kd")
     assert argv[argv.index("--output_dir") + 1] == f"{HOSTILE_EXPDIR}/kd"
-    assert f"teacher.model={HOSTILE_TEACHER}" in argv
+    override = next(a for a in argv if a.startswith("teacher.model="))
+    assert yaml.safe_load(override.split("=", 1)[1]) == HOSTILE_TEACHER  # what ESPnet's --model_conf parsing gives
     assert (root / f"{HOSTILE_EXPDIR}.train.log").exists() is False  # the log is <expdir>/<system>.train.log
     assert "trained by pid" in (root / HOSTILE_EXPDIR / "kd.train.log").read_text()
+
+
+@pytest.mark.parametrize("teacher", ["/m/it's #2: x", "123", "/m/{a: b}"])
+def test_teacher_reaches_espnet_as_the_same_string(tmp_path, teacher):
+    """ESPnet parses a --model_conf value as YAML: a path with `#`, `: `, quotes or digits only stays itself quoted."""
+    root = make_recipe(tmp_path, stats_dir="stats")
+    proc = asr_sh(root, "--teacher", teacher, "--asr_stats_dir", "stats")
+    assert proc.returncode == 0, proc.stderr
+    argv = argv_of(root / "exp" / "kd")
+    override = next(a for a in argv if a.startswith("teacher.model="))
+    assert yaml.safe_load(override.split("=", 1)[1]) == teacher
 
 
 # ----------------------------------------------------------------------------------- case 13: one run at a time
@@ -117,13 +130,13 @@ def test_second_run_in_one_expdir_is_refused(tmp_path):
         assert "trained by pid" in (root / "exp/ctc.train.log").read_text()
         assert (root / "exp/kd/valid.cer_ctc.ave.pth").exists()
     finally:
-        stop(first)
+        stop(first, flag)
 
 
 def test_lock_goes_with_a_killed_run(tmp_path):
     root = make_recipe(tmp_path)
     first = start_holder(root, tmp_path / "never")
-    stop(first)  # SIGKILL to the whole run
+    stop(first, tmp_path / "never")  # SIGKILL to the whole run
     proc = asr_sh(root)
     assert proc.returncode == 0, proc.stderr
     assert (root / "exp/.lock").read_text().strip().isdigit()
@@ -172,7 +185,8 @@ def test_lock_cli_message(tmp_path, capsys):
 
 
 def test_shared_stages_lock_is_removed_after_use(tmp_path):
-    """Stages 1-5 hold ${datadir}/.lock while they run and remove it after (data/ holds only the data sets)."""
+    """Stages 1-5 hold ${datadir}/.shared_stages.lock while they run and remove it after (data/ holds only the data
+    sets)."""
     root = make_recipe(tmp_path)
     proc = subprocess.run(asr_sh_args(root, "--stage", "4", "--stop_stage", "4", "--systems", "ctc"), cwd=root,
                           capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})

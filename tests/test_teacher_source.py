@@ -220,7 +220,7 @@ def test_driver_gives_soft_labels_to_cached_systems_only(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     scripts = {s: (tmp_path / "exp" / s / "train.sh").read_text() for s in ("ctc", "online", "cached")}
     assert ["kd_token.scp" in scripts[s] for s in ("ctc", "online", "cached")] == [False, False, True]
-    override = "--model_conf teacher.model=/models/my\\ bert"
+    override = "--model_conf teacher.model=\\'/models/my\\ bert\\'"  # printf %q of teacher.model='/models/my bert'
     assert [override in scripts[s] for s in ("ctc", "online", "cached")] == [False, True, True]
 
 

@@ -56,7 +56,7 @@ def export_ctc(asr_train_config: str, asr_model_file: str, output_dir: str) -> T
     with open(asr_train_config, encoding="utf-8") as f:
         config = export_config(yaml.safe_load(f))
     state = load_model_state(asr_model_file, mmap=False)  # weights only: refuses a file that would run code
-    if "model" in state and isinstance(state["model"], dict):
+    if "model" in state and isinstance(state["model"], dict):  # a checkpoint-like dict without optimizer state too
         raise ValueError(f"{asr_model_file} is a training checkpoint; pass a model file (e.g. valid.cer_ctc.best.pth)")
     state = export_state_dict(state)
     params = check_loads(config, state)

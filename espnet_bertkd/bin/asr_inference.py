@@ -49,6 +49,7 @@ def check_inputs(args) -> Optional[int]:
     from espnet2.train.dataset import ESPnetDataset
 
     from espnet_bertkd.asr.decode_inputs import check_audio, check_output_dir, model_sample_rate
+    from espnet_bertkd.tasks.audio import check_speech_input
     from espnet_bertkd.utils.fileio import read_keys
 
     check_output_dir(args.output_dir)
@@ -58,6 +59,9 @@ def check_inputs(args) -> Optional[int]:
     for path, name, kind in args.data_path_and_name_and_type:
         if name != "speech" or kind not in ("sound", "kaldi_ark"):
             continue
+        # Entries as their loader reads them, before anything reads one: a command entry (`cmd |`) is refused here,
+        # never run; missing files and ark offsets outside their ark are named (DataError, a ValueError)
+        check_speech_input([f"{path},{name},{kind}"], args.key_file, args.asr_train_config)
         dataset = ESPnetDataset([(path, name, kind)], float_dtype="float32")
         keys = list(dataset.loader_dict["speech"].keys())
         if args.key_file:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from espnet_bertkd.kd.soft_labels import SoftLabels
-from espnet_bertkd.kd.teacher_config import TEACHER_DTYPES, TeacherConfig
+from espnet_bertkd.kd.teacher_config import TeacherConfig
 
 class TeacherLoadError(OSError):
     """The configured teacher cannot be loaded on this machine (an OSError, like transformers' own load errors)."""
@@ -151,7 +151,7 @@ def load_pretrained(config: TeacherConfig) -> Tuple[Any, Any]:
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(config.model)
-        model = AutoModelForMaskedLM.from_pretrained(config.model, dtype=TEACHER_DTYPES[config.dtype])
+        model = AutoModelForMaskedLM.from_pretrained(config.model, dtype=getattr(torch, config.dtype))
     except (OSError, ValueError) as e:
         raise TeacherLoadError(load_failure_message(config.model, e)) from None  # no transformers traceback
     model.requires_grad_(False)

@@ -9,10 +9,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
-import torch
 
 TEACHER_MODES = ("cached", "online")
-TEACHER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TEACHER_DTYPES = ("float32", "bfloat16", "float16")  # torch dtype names (kd.teacher maps them; no torch here)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ reported up front with the file, the line and the utterance.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,9 +153,11 @@ PIPE_FIX = ("convert the audio to files first and list the files (ESPnet's recip
 
 
 def is_command(value: str) -> bool:
-    """A Kaldi 'extended filename' that is a command: `cmd ... |` (read its output) or `| cmd`."""
+    """A Kaldi 'extended filename' that is a command: `cmd ... |` (read its output) or `| cmd`, also with an ark
+    offset or a slice after it (`cmd |:123`, `cmd |[0:9]`), which kaldiio would still run."""
     stripped = value.strip()
-    return stripped.endswith("|") or stripped.startswith("|")
+    head = ark_offset(re.sub(r"\[[^\]]*\]$", "", stripped))[0].strip()
+    return any(s.endswith("|") or s.startswith("|") for s in (stripped, head))
 
 
 def ark_offset(value: str) -> Tuple[str, Optional[int]]:

@@ -136,10 +136,13 @@ def start_holder(root: Path, flag: Path) -> subprocess.Popen:
     return proc
 
 
-def stop(proc: subprocess.Popen) -> None:
+def stop(proc: subprocess.Popen, flag: Path) -> None:
+    """Kill a holder started by start_holder and release its stub trainer: the job launcher starts jobs in their own
+    process groups, so the SIGKILL to asr.sh's group leaves the stub waiting for `flag`, which is created here."""
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=30)
+    flag.touch()
 
 
 def case_two_runs_at_once(workdir: Path) -> Outcome:
@@ -161,7 +164,7 @@ def case_two_runs_at_once(workdir: Path) -> Outcome:
             return Outcome("crash", f"the first run failed after the second was refused: {err[-300:]}")
         return Outcome("ok", message.replace(str(root) + "/", ""))
     finally:
-        stop(first)
+        stop(first, flag)
 
 
 CASES = [

@@ -15,7 +15,7 @@
 #
 # One run at a time per --expdir (${expdir}/.lock, refused naming the pid that holds it); the stages that write what
 # runs with different --expdir share (1-5: data/, dump/, the teacher, the LM; 6a: the ASR stats) wait for each other
-# (${datadir}/.lock). Option values are split into words (asr_args, ...), never evaluated by a shell.
+# (${datadir}/.shared_stages.lock). Option values are split into words (asr_args, ...), never evaluated by a shell.
 set -euo pipefail
 set -f  # no globbing: the options split into words (--systems, --asr_args, ...) are never file patterns
 
@@ -103,17 +103,18 @@ lock() {
     [ "${rc}" = 0 ] || exit 1
 }
 lock "${expdir}/.lock" --what "two runs in one --expdir would overwrite each other's outputs and logs"
-expdir_lock_fd=${lock_fd}
-# The shared stages' lock: ${datadir}/.lock, removed on release (data/ holds only the data sets otherwise)
+# The shared stages' lock: ${datadir}/.shared_stages.lock (its own name: --datadir may equal --expdir), removed on
+# release (data/ holds only the data sets otherwise)
 shared_lock_fd=
 lock_shared() {
     mkdir -p "${datadir}"
-    lock "${datadir}/.lock" --wait --what "another run is writing the data, soft labels, teacher, LM or ASR stats"
+    lock "${datadir}/.shared_stages.lock" --wait \
+        --what "another run is writing the data, soft labels, teacher, LM or ASR stats"
     shared_lock_fd=${lock_fd}
 }
 unlock_shared() {
     [ -n "${shared_lock_fd}" ] || return 0
-    rm -f "${datadir}/.lock"; exec {shared_lock_fd}>&-; shared_lock_fd=
+    rm -f "${datadir}/.shared_stages.lock"; exec {shared_lock_fd}>&-; shared_lock_fd=
 }
 trap unlock_shared EXIT
 # require WHAT FILE...: a stage that did not write its outputs fails, naming them
@@ -272,7 +273,8 @@ if stage_on 6; then
         mode=$(kd_requirements --asr_config "${config}" --get mode)
         soft_labels=false; [ "${mode}" = cached ] && soft_labels=true
         kd_opts=()  # --teacher: ESPnet writes it into the system's config.yaml
-        [ "${mode}" != none ] && [ -n "${teacher}" ] && kd_opts=(--model_conf "teacher.model=${teacher}")
+        # ESPnet reads a --model_conf value as YAML: single-quoted (quotes doubled), any path stays a string
+        [ "${mode}" != none ] && [ -n "${teacher}" ] && kd_opts=(--model_conf "teacher.model='${teacher//\'/\'\'}'")
         mkdir -p "${expdir}/${system}"
         # The command as words (the options' strings split at whitespace, nothing else: set -f, no evaluation), each
         # word quoted into train.sh, so that every value reaches asr_train verbatim
