@@ -102,14 +102,14 @@ def test_standalone_validation_still_only_warns_about_commands(recipe):
 # ---------------------------------------------------------------------------------------------- 7. ark offsets
 def to_ark(data_dir: Path) -> Path:
     """wav.scp rewritten as ESPnet's dump stage writes audio arks: `utt ARK:OFFSET` (kaldi_ark type)."""
-    from omniio import kaldi
+    import kaldiio  # ESPnet 202611 reads these arks with omniio, 202511 with kaldiio: the same layout
 
     wavs = {}
     for line in (data_dir / "wav.scp").read_text().splitlines():
         key, path = line.split(maxsplit=1)
         array, rate = soundfile.read(path, dtype="int16")
         wavs[key] = (rate, array)
-    kaldi.save_ark(str(data_dir / "audio.ark"), wavs, scp=str(data_dir / "wav.scp"), write_function="soundfile")
+    kaldiio.save_ark(str(data_dir / "audio.ark"), wavs, scp=str(data_dir / "wav.scp"), write_function="soundfile")
     return data_dir / "wav.scp"
 
 

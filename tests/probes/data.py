@@ -150,7 +150,7 @@ def pipes(workdir: Path) -> Outcome:
 
 
 def ark_offsets(workdir: Path) -> Outcome:
-    from omniio import kaldi
+    import kaldiio  # ESPnet 202611 reads these arks with omniio, 202511 with kaldiio: the same layout
 
     recipe(workdir)
     for name in ("train", "dev"):
@@ -160,7 +160,7 @@ def ark_offsets(workdir: Path) -> Outcome:
             key, path = line.split(maxsplit=1)
             array, rate = soundfile.read(path, dtype="int16")
             wavs[key] = (rate, array)
-        kaldi.save_ark(str(d / "audio.ark"), wavs, scp=str(d / "wav.scp"), write_function="soundfile")
+        kaldiio.save_ark(str(d / "audio.ark"), wavs, scp=str(d / "wav.scp"), write_function="soundfile")
     proc = asr_train(workdir, kind="kaldi_ark", collect_stats=True)
     stats = workdir / "exp/train/feats_stats.npz"
     if proc.returncode != 0:
