@@ -28,6 +28,7 @@ import yaml
 from conftest import asr_train_args
 from espnet_bertkd.recipe.bin import validate_data_dir as validate_cli
 from espnet_bertkd.tasks.data_check import validate_data_dir
+from probes.data import to_ark
 from test_bad_input import ASR_TRAIN, preflight, recipe, refused, train_argv, utt, write_wav  # noqa: F401 (recipe: a fixture)
 
 BOM = b"\xef\xbb\xbf"
@@ -100,19 +101,6 @@ def test_standalone_validation_still_only_warns_about_commands(recipe):
 
 
 # ---------------------------------------------------------------------------------------------- 7. ark offsets
-def to_ark(data_dir: Path) -> Path:
-    """wav.scp rewritten as ESPnet's dump stage writes audio arks: `utt ARK:OFFSET` (kaldi_ark type)."""
-    import kaldiio  # ESPnet 202611 reads these arks with omniio, 202511 with kaldiio: the same layout
-
-    wavs = {}
-    for line in (data_dir / "wav.scp").read_text().splitlines():
-        key, path = line.split(maxsplit=1)
-        array, rate = soundfile.read(path, dtype="int16")
-        wavs[key] = (rate, array)
-    kaldiio.save_ark(str(data_dir / "audio.ark"), wavs, scp=str(data_dir / "wav.scp"), write_function="soundfile")
-    return data_dir / "wav.scp"
-
-
 def test_ark_offsets_are_checked_as_the_kaldi_ark_loader_reads_them(recipe):
     for name in ("train", "dev"):
         to_ark(recipe / "data" / name)

@@ -149,18 +149,23 @@ def pipes(workdir: Path) -> Outcome:
                                 + first_line(dec.stderr, "audio entry is a command")[-110:])
 
 
-def ark_offsets(workdir: Path) -> Outcome:
+def to_ark(data_dir: Path) -> Path:
+    """wav.scp rewritten as ESPnet's dump stage writes audio arks: `utt ARK:OFFSET` (kaldi_ark type)."""
     import kaldiio  # ESPnet 202611 reads these arks with omniio, 202511 with kaldiio: the same layout
 
+    wavs = {}
+    for line in (data_dir / "wav.scp").read_text().splitlines():
+        key, path = line.split(maxsplit=1)
+        array, rate = soundfile.read(path, dtype="int16")
+        wavs[key] = (rate, array)
+    kaldiio.save_ark(str(data_dir / "audio.ark"), wavs, scp=str(data_dir / "wav.scp"), write_function="soundfile")
+    return data_dir / "wav.scp"
+
+
+def ark_offsets(workdir: Path) -> Outcome:
     recipe(workdir)
     for name in ("train", "dev"):
-        d = workdir / "data" / name
-        wavs = {}
-        for line in (d / "wav.scp").read_text().splitlines():
-            key, path = line.split(maxsplit=1)
-            array, rate = soundfile.read(path, dtype="int16")
-            wavs[key] = (rate, array)
-        kaldiio.save_ark(str(d / "audio.ark"), wavs, scp=str(d / "wav.scp"), write_function="soundfile")
+        to_ark(workdir / "data" / name)
     proc = asr_train(workdir, kind="kaldi_ark", collect_stats=True)
     stats = workdir / "exp/train/feats_stats.npz"
     if proc.returncode != 0:
