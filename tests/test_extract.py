@@ -13,11 +13,11 @@ import pytest
 
 from conftest import TEXTS
 from espnet_bertkd.bin.extract_soft_labels import main as cli_main
-from espnet_bertkd.kd.extract import chunk_paths, extract, job_range, neighbour_contexts, read_text
+from espnet_bertkd.kd.extract import chunk_paths, extract, job_range, neighbour_contexts
 from espnet_bertkd.kd.soft_labels import KD_DATA_NAMES, KD_PROB, KD_TOKEN, META_FILE, check_coverage, pack
 from espnet_bertkd.kd.teacher_config import TeacherConfig
 from espnet_bertkd.kd.teacher import MaskedLMTeacher
-from espnet_bertkd.utils.fileio import DataError
+from espnet_bertkd.utils.fileio import DataError, read_pairs
 
 TOPK = 4
 UTTS = [f"1089-134686-{i:04d}" for i in range(len(TEXTS))]
@@ -226,7 +226,7 @@ def test_read_text_duplicate_names_file_line_and_utt(tmp_path):
     path = tmp_path / "text"
     path.write_text("a HELLO\nb WORLD\n\na AGAIN\n", encoding="utf-8")
     with pytest.raises(DataError) as err:  # a ValueError
-        read_text(str(path))
+        read_pairs(str(path))
     # fileio.read_table's policy: a blank line is refused too (it used to be skipped here, refused by validation)
     assert f"{path}:3: empty line" in str(err.value)
     assert f"{path}:4: utterance a: duplicate key (first on line 1)" in str(err.value)
@@ -235,7 +235,7 @@ def test_read_text_duplicate_names_file_line_and_utt(tmp_path):
 def test_read_text_pairs_and_empty_transcript(tmp_path):
     path = tmp_path / "text"
     path.write_text("a HELLO  THERE\nb\nc   X\n", encoding="utf-8")
-    assert read_text(str(path)) == [("a", "HELLO  THERE"), ("b", ""), ("c", "X")]
+    assert read_pairs(str(path)) == [("a", "HELLO  THERE"), ("b", ""), ("c", "X")]
 
 
 def test_empty_transcript_gives_zero_rows(tmp_path, config):

@@ -13,15 +13,15 @@ import pytest
 import soundfile as sf
 
 from espnet_bertkd.kd import extract as kd_extract
-from espnet_bertkd.kd.soft_labels import read_scp_keys
+from espnet_bertkd.kd.soft_labels import check_coverage
 from espnet_bertkd.kd.teacher_accuracy import read_transcripts
 from espnet_bertkd.recipe.datadir import combine_data_dirs, fix_data_dir
 from espnet_bertkd.recipe.librispeech import Utterance, prepare_lm_text, write_data_dir
 from espnet_bertkd.recipe.score import score_texts
 from espnet_bertkd.recipe.scp import split_scp
 from espnet_bertkd.tasks.data_check import spk2utt_rows, validate_loader_inputs
-from espnet_bertkd.utils.fileio import (DataError, atomic_dir, atomic_open, iter_table, location, read_table,
-                                        replace_dir)
+from espnet_bertkd.utils.fileio import (DataError, atomic_dir, atomic_open, iter_table, location, read_pairs,
+                                        read_table, replace_dir)
 from espnet_bertkd.utils.jobs import job_range, split_sizes
 
 GOOD = "u1 HELLO THERE\nu2 TWO WORDS\nu3 THREE\n"
@@ -49,12 +49,11 @@ def _readers(tmp_path: Path) -> Dict[str, Callable[[Path], object]]:
     good.write_text(GOOD)
     return {
         "preflight validation": lambda p: validate_loader_inputs(None, p),
-        "extract_soft_labels": lambda p: kd_extract.read_text(str(p)),
-        "extract utt2spk": lambda p: kd_extract.read_utt2spk(str(p)),
+        "extract_soft_labels text / utt2spk": read_pairs,
         "teacher_accuracy": read_transcripts,
         "scorer (reference)": lambda p: score_texts(p, good),
         "scorer (hypothesis)": lambda p: score_texts(good, p),
-        "soft-label coverage": read_scp_keys,
+        "soft-label coverage": lambda p: check_coverage(p, [], "data/text"),
         "key-file split": lambda p: split_scp(p, [tmp_path / "split.1", tmp_path / "split.2"]),
         "LM text": lambda p: prepare_lm_text(tmp_path / "lm_train.txt", kaldi_texts=[p]),
     }
@@ -76,7 +75,7 @@ def test_every_stage_accepts_a_well_formed_text(tmp_path):
     path.write_text(GOOD)
     for stage, read in _readers(tmp_path).items():
         read(path)  # no error
-    assert kd_extract.read_text(str(path)) == [("u1", "HELLO THERE"), ("u2", "TWO WORDS"), ("u3", "THREE")]
+    assert read_pairs(path) == [("u1", "HELLO THERE"), ("u2", "TWO WORDS"), ("u3", "THREE")]
 
 
 def test_reader_details(tmp_path):

@@ -36,10 +36,6 @@ from espnet_bertkd.tasks.audio import AudioReadError, check_speech_input
 from espnet_bertkd.utils.fileio import read_dict, read_keys
 
 
-def read_key_file(path: str) -> List[str]:
-    return read_keys(path)
-
-
 def sound_lengths(scp: str, keys: List[str], dataset) -> Dict[str, int]:
     """Samples per utterance, from file headers where the scp holds plain paths (no decoding of audio)."""
     paths = read_dict(scp)
@@ -112,7 +108,7 @@ def load_speech(data_path_and_name_and_type: List[str], key_file: Optional[str])
     dataset = ESPnetDataset(speech_entries, float_dtype="float32")
     keys = list(dataset.loader_dict["speech"].keys())
     if key_file:
-        wanted = set(read_key_file(key_file))
+        wanted = set(read_keys(key_file))
         keys = [k for k in keys if k in wanted]
     is_sound = kind == "sound"
     lengths = (sound_lengths(path, keys, dataset) if is_sound

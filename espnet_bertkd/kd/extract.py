@@ -39,17 +39,6 @@ from espnet_bertkd.utils.jobs import job_range  # chunks are named by (nj, job):
 from espnet_bertkd.utils.progress import Progress
 
 
-def read_text(path: str) -> List[Tuple[str, str]]:
-    """(utt_id, transcript) pairs of an ESPnet/Kaldi `text` file; an utterance id alone means an empty transcript.
-    Read by fileio.read_table, as the preflight, teacher_accuracy and the scorer read it (DataError on a blank line,
-    a duplicate id, DOS line endings, ...)."""
-    return read_pairs(path)
-
-
-def read_utt2spk(path: str) -> Dict[str, str]:
-    return read_dict(path)
-
-
 def neighbour_contexts(
     pairs: Sequence[Tuple[str, str]], utt2group: Optional[Dict[str, str]], width: int
 ) -> Tuple[List[str], List[str]]:
@@ -276,7 +265,7 @@ def extract(
         raise ValueError(f"--job must be in 1..{nj}, got {job}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pairs = read_text(text)
+    pairs = read_pairs(text)  # (utt, transcript); fileio.read_table's checks, as every stage reads `text`
     teacher = MaskedLMTeacher(config, device=device)
     log_teacher(teacher)
     meta = {**teacher.metadata(), "storage": STORAGE, "dtype": config.dtype, "max_length": config.max_length,
@@ -291,7 +280,7 @@ def extract(
             "remove the directory or choose another --output_dir"
         )
     write_meta(out, meta)
-    contexts = neighbour_contexts(pairs, read_utt2spk(utt2spk) if utt2spk else None, context_utterances)
+    contexts = neighbour_contexts(pairs, read_dict(utt2spk) if utt2spk else None, context_utterances)
     prints = [fingerprint(t, left, right, context_utterances > 0) for (_, t), left, right in zip(pairs, *contexts)]
     jobs = [job] if job is not None else range(1, nj + 1)
     merged = read_merged(out)

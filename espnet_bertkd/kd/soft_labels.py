@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from espnet_bertkd.utils.fileio import atomic_write_text, first_few, iter_table, read_keys, read_table
+from espnet_bertkd.utils.fileio import atomic_write_text, first_few, iter_table, read_dict, read_keys
 
 KD_TOKEN = "kd_token"
 KD_PROB = "kd_prob"
@@ -162,10 +162,6 @@ def collate_arrays(arrays: Sequence[Tuple[np.ndarray, np.ndarray]]) -> Dict[str,
     }
 
 
-def read_scp_keys(path: os.PathLike) -> List[str]:
-    return read_keys(path)
-
-
 def write_meta(directory: os.PathLike, meta: Mapping[str, Any]) -> None:
     """Write kd_meta.json atomically (temporary name, then rename)."""
     # parallel jobs write the same file: the temporary name is per process
@@ -181,7 +177,7 @@ def check_coverage(scp: os.PathLike, utt_ids: Iterable[str], reference: str, sho
     """Fail before training, naming the first few missing utterances and how many there are, when a soft-label
     scp lacks utterances of the data set (ESPnet's loader would only fail on the first such batch)."""
     wanted = list(utt_ids)
-    have = set(read_scp_keys(scp))
+    have = set(read_keys(scp))
     missing = [u for u in wanted if u not in have]
     if missing:
         raise ValueError(
@@ -232,7 +228,7 @@ def fingerprint(text: str, left: str = "", right: str = "", with_context: bool =
 def read_text_hashes(directory: os.PathLike) -> Optional[Dict[str, str]]:
     """utt -> kd_text.hash value, or None where there is no kd_text.hash."""
     path = Path(directory) / TEXT_HASH_FILE
-    return {e.key: e.value for e in read_table(path)} if path.exists() else None
+    return read_dict(path) if path.exists() else None
 
 
 def check_text_hashes(directory: os.PathLike, pairs: Sequence[Tuple[str, str]], reference: str, show: int = 5) -> None:
