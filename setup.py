@@ -34,6 +34,11 @@ recipe_requires = [
     "sentencepiece>=0.2.0",  # BPE token lists (espnet_bertkd.recipe.tokens; ESPnet itself also depends on it)
 ]
 
+# Lexicon CTC beam search with a word n-gram (espnet_bertkd.asr.lexicon_ctc, bin/ctc_lm_inference): torchaudio's
+# ctc_decoder runs flashlight-text's C++ decoder, whose wheels bundle KenLM (`pip install espnet-bertkd[lm]`, which
+# tools/install.sh does). Its last release (0.0.7) has wheels for CPython <= 3.12 only; the plugin imports without it.
+lm_requires = ["flashlight-text>=0.0.7; python_version<'3.13'"]
+
 setup(
     name="espnet-bertkd",
     version="0.2.0",
@@ -44,6 +49,7 @@ setup(
     python_requires=">=3.10,<3.14",
     packages=find_packages(include=["espnet_bertkd", "espnet_bertkd.*"]),
     install_requires=install_requires,
-    extras_require={"recipe": recipe_requires, "test": ["pytest>=7", *recipe_requires]},
+    extras_require={"recipe": recipe_requires, "lm": lm_requires,
+                    "test": ["pytest>=7", *recipe_requires, *lm_requires]},
     license="Apache-2.0",
 )

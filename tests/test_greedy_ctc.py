@@ -98,6 +98,58 @@ def test_padding_would_leak_without_masked_convolutions():
         assert leak > 1e-4
 
 
+def capture_output(module: torch.nn.Module) -> List[torch.Tensor]:
+    outputs: List[torch.Tensor] = []
+    module.register_forward_hook(lambda _m, _i, out: outputs.append(out[0]))
+    return outputs
+
+
+def test_batched_front_end_equals_each_utterance_alone():
+    """ESPnet's default front-end on a batch framed once (reflect-padded at each utterance's own ends, one uncentred
+    STFT): every utterance's STFT frames are bit-identical to ESPnet's centred STFT of that utterance alone, with the
+    same frame count, and its filterbank features equal up to float32 rounding (the mel matmul runs over the batch,
+    as every encoder layer does); padded frames are zero and the batch took one STFT call. This pins the ESPnet
+    internals the batched path uses: DefaultFrontend's `stft`, Stft's `center` and its frame-count formula."""
+    model = sharpen(build_asr_model("conformer", {"ctc_weight": 1.0}, model="espnet", input_size=None,
+                                    encoder_conf=CONFORMER))
+    stft = model.frontend.stft
+    lengths = LENGTHS + [stft.n_fft // 2 + 1, 300]  # + the shortest an utterance can be, and one of a few frames
+    g = torch.Generator().manual_seed(3)
+    waves = [torch.randn(n, generator=g) * 0.3 for n in lengths]
+    speech = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
+    decoder = GreedyCTCDecoder(model)
+    frames = capture_output(stft)
+    feats, feat_lengths = decoder.features(speech, torch.tensor(lengths))
+    assert len(frames) == 1 and stft.center  # one framing for the batch; the Stft is centred again afterwards
+    batch_frames = frames.pop()
+    for i, wave in enumerate(waves):
+        with torch.no_grad():
+            alone, alone_lengths = frontend_features(model, wave[None], torch.tensor([wave.numel()]))
+        n = int(alone_lengths[0])
+        assert int(feat_lengths[i]) == n == alone.size(1) == frames[-1].size(1)
+        assert torch.equal(batch_frames[i, :n], frames[-1][0]), f"STFT of utterance {i} ({wave.numel()} samples)"
+        torch.testing.assert_close(feats[i, :n], alone[0], rtol=1e-6, atol=1e-6)
+        assert not feats[i, n:].any()
+
+
+def test_front_end_without_centred_stft_runs_per_utterance():
+    """A front-end the batched framing does not cover (here an uncentred STFT; also S3PRL, WPE, beamformers ...) runs
+    one utterance at a time, as before: the same features as alone."""
+    model = sharpen(build_asr_model("conformer", {"ctc_weight": 1.0}, model="espnet", input_size=None,
+                                    encoder_conf=CONFORMER))
+    stft = model.frontend.stft
+    stft.center = False
+    waves = waveforms()[:3]
+    speech = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
+    frames = capture_output(stft)
+    feats, feat_lengths = GreedyCTCDecoder(model).features(speech, torch.tensor([w.numel() for w in waves]))
+    assert len(frames) == len(waves) and not stft.center
+    for i, wave in enumerate(waves):
+        with torch.no_grad():
+            alone, _ = frontend_features(model, wave[None], torch.tensor([wave.numel()]))
+        assert int(feat_lengths[i]) == alone.size(1) and torch.equal(feats[i, : alone.size(1)], alone[0])
+
+
 def test_plugin_model_decodes_intermediate_layers(teacher_dir):
     model = sharpen(build_asr_model(
         "conformer",

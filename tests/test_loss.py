@@ -181,3 +181,108 @@ def test_closed_form_ce_equals_espnet_label_smoothing_loss(smoothing, normalize_
     g_ours, = torch.autograd.grad(ours, logits)
     g_espnet, = torch.autograd.grad(espnet, logits)
     assert torch.allclose(g_ours, g_espnet, atol=1e-6)
+
+
+# ------------------------------------------------------------------ the fused head (output layer + loss, chunked)
+
+def head_inputs(seed: int = 0, vocab: int = V, dim: int = 6):
+    """Decoder states, a Linear output layer and the targets of make_inputs, for a vocabulary of `vocab` ids."""
+    _, ys_out, topk_ids, topk_probs = make_inputs(seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    hidden = torch.randn(B, L, dim, generator=g)
+    layer = torch.nn.Linear(dim, vocab)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(vocab, dim, generator=g))
+        layer.bias.copy_(torch.randn(vocab, generator=g))
+    return hidden, layer, ys_out % vocab * (ys_out != IGNORE) + IGNORE * (ys_out == IGNORE), topk_ids % vocab, topk_probs
+
+
+def reference_and_fused(loss, hidden, layer, ys_out, topk_ids, topk_probs):
+    """(loss, ce, kl, accuracy) and the gradients of loss w.r.t. hidden, weight and bias, by both paths."""
+    from espnet_bertkd.compat import th_accuracy
+    from espnet_bertkd.kd.loss import fused_head_loss
+
+    out = []
+    for fused in (False, True):
+        h = hidden.clone().requires_grad_(True)
+        layer.zero_grad()
+        if fused:
+            total, ce, kl, acc = fused_head_loss(loss, h, layer, ys_out, topk_ids, topk_probs)
+        else:
+            logits = layer(h)
+            total, ce, kl = loss(logits, ys_out, topk_ids, topk_probs)
+            acc = th_accuracy(logits.view(-1, logits.size(-1)), ys_out, ignore_label=IGNORE)
+        total.backward()
+        out.append(([float(x.detach()) if torch.is_tensor(x) else x for x in (total, ce, kl, acc)],
+                    [h.grad.clone(), layer.weight.grad.clone(), layer.bias.grad.clone()]))
+    return out
+
+
+@pytest.mark.parametrize("normalize_length", [False, True])
+@pytest.mark.parametrize("alpha,lsm", [(0.5, 0.1), (1.0, 0.0), (0.0, 0.1), (0.3, 0.0)])
+def test_fused_head_equals_reference(normalize_length, alpha, lsm):
+    """The loss, both terms, the accuracy and every gradient of the chunked fused head equal today's path (output
+    layer, then KDDecoderLoss on the full logits, then ESPnet's th_accuracy) to float32 rounding; garbage teacher
+    rows at padding count in neither."""
+    hidden, layer, ys_out, topk_ids, topk_probs = head_inputs()
+    loss = KDDecoderLoss(V, alpha, lsm, IGNORE, normalize_length)
+    (ref, ref_grads), (fused, fused_grads) = reference_and_fused(loss, hidden, layer, ys_out, topk_ids, topk_probs)
+    assert fused == pytest.approx(ref, rel=1e-5, abs=1e-6)
+    for a, b in zip(fused_grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert ref_grads[0][ys_out == IGNORE].abs().max() == 0 == fused_grads[0][ys_out == IGNORE].abs().max()
+
+
+def test_fused_head_chunks_rows(monkeypatch):
+    """With a chunk of 2 rows (7 chunks for 9 valid positions) the result is the one-chunk result."""
+    import espnet_bertkd.kd.loss as kd_loss
+
+    hidden, layer, ys_out, topk_ids, topk_probs = head_inputs(seed=3, vocab=40)
+    loss = KDDecoderLoss(40, 0.5, 0.1, IGNORE, False)
+    whole = reference_and_fused(loss, hidden, layer, ys_out, topk_ids, topk_probs)[1]
+    monkeypatch.setattr(kd_loss, "CHUNK_ELEMENTS", 2 * 40)
+    chunked = reference_and_fused(loss, hidden, layer, ys_out, topk_ids, topk_probs)[1]
+    assert chunked[0] == pytest.approx(whole[0], rel=1e-6)
+    for a, b in zip(chunked[1], whole[1]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fused_head_under_autocast_keeps_the_loss_in_float32(dtype):
+    """Under autocast the logits are computed in the autocast dtype and the loss in float32: close to the float32
+    loss (8 or 11 mantissa bits), and equal to the reference path run under the same autocast."""
+    hidden, layer, ys_out, topk_ids, topk_probs = head_inputs(seed=5, vocab=64, dim=16)
+    loss = KDDecoderLoss(64, 0.5, 0.1, IGNORE, False)
+    fp32 = reference_and_fused(loss, hidden, layer, ys_out, topk_ids, topk_probs)[1]
+    with torch.autocast("cpu", dtype=dtype):
+        (ref, ref_grads), (fused, fused_grads) = reference_and_fused(loss, hidden, layer, ys_out, topk_ids, topk_probs)
+    assert fused[0] == pytest.approx(fp32[0][0], rel=2e-2) and fused[0] != fp32[0][0]  # bf16 logits, really
+    assert fused[:3] == pytest.approx(ref[:3], rel=1e-5)  # the same bf16 logits; loss in float32 on both paths
+    assert all(g.dtype == torch.float32 for g in fused_grads)
+    for a, b in zip(fused_grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-3)  # low-precision gradient matmuls on the reference
+
+
+def test_fused_head_without_grad_stores_nothing():
+    hidden, layer, ys_out, topk_ids, topk_probs = head_inputs()
+    from espnet_bertkd.kd.loss import fused_head_loss
+
+    with torch.no_grad():
+        total, _, _, _ = fused_head_loss(KDDecoderLoss(V, 0.5, 0.1, IGNORE, False), hidden, layer, ys_out,
+                                         topk_ids, topk_probs)
+    assert total.grad_fn is None and torch.isfinite(total)
+
+
+def test_fused_head_computes_only_the_gradients_asked_for():
+    """A frozen output weight (and frozen states) with a trainable bias: only the bias gets a gradient, the one the
+    reference path gives it."""
+    from espnet_bertkd.kd.loss import fused_head_loss
+
+    hidden, layer, ys_out, topk_ids, topk_probs = head_inputs(seed=7)
+    loss = KDDecoderLoss(V, 0.5, 0.1, IGNORE, False)
+    layer.weight.requires_grad_(False)
+    expected = torch.autograd.grad(loss(layer(hidden), ys_out, topk_ids, topk_probs)[0], layer.bias)[0]
+    total = fused_head_loss(loss, hidden, layer, ys_out, topk_ids, topk_probs)[0]
+    total.backward()
+    assert layer.weight.grad is None and hidden.grad is None
+    torch.testing.assert_close(layer.bias.grad, expected, rtol=1e-5, atol=1e-6)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -454,3 +455,80 @@ def test_cached_topk_mismatch(teacher_dir):
     model = build_asr_model("conformer", conf)
     with pytest.raises(ValueError, match="topk"):
         model(**cached_batch(teacher_dir))
+
+
+# ------------------------------------------------------------------------------------------- the fused KD head
+@pytest.mark.parametrize("conf", [{}, {"kd_share_decoder": True}, {"lsm_weight": 0.0, "kd_alpha": 1.0},
+                                  {"length_normalized_loss": True}])
+def test_fused_kd_head_equals_the_reference_path(teacher_dir, conf):
+    """The model's loss, every stat and every parameter's gradient are the same with the fused KD head (the default)
+    as through full (B, L, V) logits (`fused_kd_head = False`, the implementation before it), to float32 rounding.
+    The texts have different lengths, so the decoders see padding."""
+    model = build_asr_model("conformer", {**kd_model_conf(teacher_dir, "cached"), **conf})
+    assert model.fused_kd_head
+    b = cached_batch(teacher_dir, TEXTS[:4])
+    results = []
+    for fused in (False, True):
+        model.fused_kd_head = fused
+        model.zero_grad()
+        torch.manual_seed(0)  # the same dropout masks on both paths
+        loss, stats, _ = model(**copy.deepcopy(b))
+        loss.backward()
+        results.append((loss.detach(), stats, {n: p.grad.clone() for n, p in model.named_parameters()
+                                               if p.grad is not None}))
+    (ref_loss, ref_stats, ref_grads), (loss, stats, grads) = results
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+    assert set(stats) == set(ref_stats)
+    for key in stats:
+        if stats[key] is not None:
+            torch.testing.assert_close(torch.as_tensor(stats[key]).float(), torch.as_tensor(ref_stats[key]).float(),
+                                       rtol=1e-5, atol=1e-6, msg=key)
+    assert set(grads) == set(ref_grads) and any(n.startswith("kd_decoders.0.output_layer") for n in grads)
+    for name in grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_decoder_states_are_the_logits_inputs(teacher_dir):
+    """Pins the ESPnet internal the fused head uses: a Transformer decoder with `output_layer = None` returns the
+    states its output layer would map to the logits, and the layer is back in place afterwards."""
+    from espnet_bertkd.asr.bertkd_model import decoder_states
+
+    model = build_asr_model("conformer", kd_model_conf(teacher_dir, "cached")).eval()
+    decoder = model.kd_decoders[0]
+    memory, lens = torch.randn(2, 30, 16), torch.tensor([30, 21])
+    ys_in, ys_lens = torch.randint(0, 50, (2, 6)), torch.tensor([6, 4])
+    with torch.no_grad():
+        logits, _ = decoder(memory, lens, ys_in, ys_lens)
+        states = decoder_states(decoder, memory, lens, ys_in, ys_lens)
+    assert isinstance(decoder.output_layer, torch.nn.Linear)
+    assert states.shape == (2, 6, decoder.output_layer.in_features)
+    torch.testing.assert_close(decoder.output_layer(states), logits)
+
+
+def test_fused_kd_head_only_for_a_plain_linear_output_layer(teacher_dir):
+    """An output layer that is not exactly `linear(x, W, b)` (a subclass such as a LoRA adapter, or a hooked layer)
+    is run as it is, through the reference path: here a forward hook that doubles the logits changes the loss,
+    which the fused head (reading only W and b) would have ignored."""
+    from espnet_bertkd.asr.bertkd_model import plain_linear
+
+    model = build_asr_model("conformer", kd_model_conf(teacher_dir, "cached")).eval()
+    b = cached_batch(teacher_dir)
+    with torch.no_grad():
+        _, before, _ = model(**copy.deepcopy(b))
+        for decoder in model.kd_decoders:
+            decoder.output_layer.register_forward_hook(lambda _m, _i, out: out * 2)
+            assert not plain_linear(decoder.output_layer)
+        _, after, _ = model(**copy.deepcopy(b))
+    assert not torch.allclose(before["loss_kd_layer1"], after["loss_kd_layer1"])
+
+
+def test_recipe_kd_configs_plot_no_attention():
+    """ESPnet plots every attention module each epoch (`num_att_plot`, default 3): with KD decoders that took 7-15 s
+    per epoch against 1-2 s of training on the embedded recipe (issue 15, GPU). Every recipe config with KD layers
+    turns it off."""
+    root = Path(__file__).resolve().parents[1] / "egs"
+    kd_configs = [p for p in sorted(root.glob("*/asr1/conf/train_asr_*.yaml"))
+                  if (yaml.safe_load(p.read_text()).get("model_conf") or {}).get("kd_layers")]
+    assert len(kd_configs) >= 6, kd_configs  # final_aed_kd and inter_aed_kd in each of the three recipes
+    for path in kd_configs:
+        assert yaml.safe_load(path.read_text()).get("num_att_plot") == 0, path

@@ -50,5 +50,5 @@ fi
 
 echo "$0: ESPnet ${espnet}, $(${python} --version 2>&1), virtual environment ${venv}"
 [ -x "${venv}/bin/python" ] || "${python}" -m venv "${venv}"
-"${venv}/bin/python" -m pip install -q --disable-pip-version-check -c "${constraints}" -e "${top}[recipe,test]"
+"${venv}/bin/python" -m pip install -q --disable-pip-version-check -c "${constraints}" -e "${top}[recipe,test,lm]"
 "${venv}/bin/python" -c 'import espnet2, espnet_bertkd.compat as c; print("installed: espnet", c.espnet_version())'

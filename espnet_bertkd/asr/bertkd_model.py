@@ -19,10 +19,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.torch_utils.device_funcs import force_gatherable
+from torch.nn.utils import parametrize
 
 from espnet_bertkd.compat import add_sos_eos, th_accuracy, without_decoder_none_warning
 from espnet_bertkd.kd.config import EncoderShape, check_kd_conf
-from espnet_bertkd.kd.loss import KDDecoderLoss
+from espnet_bertkd.kd.loss import KDDecoderLoss, fused_head_loss
 from espnet_bertkd.kd.online import OnlineSoftLabels
 from espnet_bertkd.kd.soft_labels import KD_PROB, KD_TOKEN, KDTargets, batch_targets
 from espnet_bertkd.kd.teacher import load_teacher_vocab_size
@@ -37,6 +38,10 @@ class ESPnetBertKDModel(ESPnetASRModel):
 
     # State-dict prefixes of everything that exists only for training (dropped at export).
     TRAINING_ONLY_PREFIXES = ("kd_decoders.", "kd_projections.")
+    # KD decoders' output layer + loss as one chunked pass (espnet_bertkd.kd.loss.fused_head_loss) when the decoder's
+    # output layer is a plain Linear; False runs the reference path through (B, L, V) logits, which tests and
+    # benchmarks/train_step.py compare it with.
+    fused_kd_head: bool = True
 
     def __init__(
         self,
@@ -310,14 +315,45 @@ class ESPnetBertKDModel(ESPnetASRModel):
         for j, layer in enumerate(self.kd_layers):
             decoder = self.kd_decoders[0 if self.kd_share_decoder else j]
             memory = self.kd_projections[j](hiddens[layer])
-            logits, _ = decoder(memory, encoder_out_lens, ys_in, ys_in_lens)
-            loss, _, _ = self.kd_loss(logits, ys_out, ids, probs)
+            output_layer = getattr(decoder, "output_layer", None)
+            if self.fused_kd_head and plain_linear(output_layer):
+                states = decoder_states(decoder, memory, encoder_out_lens, ys_in, ys_in_lens)
+                loss, _, _, acc = fused_head_loss(self.kd_loss, states, output_layer, ys_out, ids, probs)
+            else:  # the reference path: full (B, L, V) logits
+                logits, _ = decoder(memory, encoder_out_lens, ys_in, ys_in_lens)
+                loss, _, _ = self.kd_loss(logits, ys_out, ids, probs)
+                acc = th_accuracy(logits.view(-1, self.kd_vocab_size), ys_out, ignore_label=self.ignore_id)
             losses.append(loss)
             stats[f"loss_kd_layer{layer}"] = loss.detach()
-            stats[f"acc_kd_layer{layer}"] = th_accuracy(
-                logits.view(-1, self.kd_vocab_size), ys_out, ignore_label=self.ignore_id
-            )
+            stats[f"acc_kd_layer{layer}"] = acc
         return losses
+
+
+def plain_linear(module: Optional[torch.nn.Module]) -> bool:
+    """Whether `module` computes exactly `linear(x, weight, bias)`, all the fused head reads: a torch Linear, not a
+    subclass (e.g. a LoRA adapter from ESPnet's `create_adapter_fn`) and without hooks that change it."""
+    return (type(module) is torch.nn.Linear and not module._forward_hooks and not module._forward_pre_hooks
+            and not parametrize.is_parametrized(module))
+
+
+def decoder_states(
+    decoder: torch.nn.Module, memory: torch.Tensor, memory_lens: torch.Tensor, ys_in: torch.Tensor,
+    ys_in_lens: torch.Tensor,
+) -> torch.Tensor:
+    """A Transformer-family ESPnet decoder's states before its output layer, (B, L, D).
+
+    ESPnet's `BaseTransformerDecoder.forward` applies `output_layer` last and skips it when it is None (`return_hs`
+    would still compute the logits), so the layer is detached for the call (so one decoder must not run in two
+    threads at once, as in any training step). The one ESPnet internal of the fused KD head, pinned by
+    tests/test_model.py::test_decoder_states_are_the_logits_inputs.
+    """
+    output_layer = decoder.output_layer
+    decoder.output_layer = None
+    try:
+        states, _ = decoder(memory, memory_lens, ys_in, ys_in_lens)
+    finally:
+        decoder.output_layer = output_layer
+    return states
 
 
 def _describe_batch(utt_ids: Optional[Sequence[str]], batch_size: int, show: int = 5) -> str:

@@ -6,7 +6,8 @@ batched; the encoder and the CTC argmax run once per batch; repeats are collapse
 batch at once.
 
 Padding must not change any output, so the places where ESPnet's batched computation depends on padding are made
-exact: the front-end runs per utterance (the STFT's centre padding reflects at the padded end of a batch), the
+exact: the batch is reflect-padded at each utterance's own ends and framed by one uncentred STFT (a centred STFT
+reflects at the padded end of a batch; front-ends other than ESPnet's default run per utterance), the
 subsampled padding mask is rebuilt from each utterance's own length, and every time-convolution in the encoder
 (conformer and E-Branchformer convolution modules) sees zeros beyond each utterance's end, as it does alone
 (ESPnet 202611 zeroes them itself; 202511 does not, see espnet_bertkd.compat).
@@ -18,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from espnet2.asr.espnet_model import ESPnetASRModel
@@ -56,18 +57,48 @@ def collapse(
 
 
 # ---------------------------------------------------------------------- the ESPnet internals greedy decoding uses
-# The greedy path reaches into ESPnetASRModel in exactly these two functions (pinned by tests/test_greedy_ctc.py's
-# test_espnet_encode_is_frontend_then_encoder_path): the private front-end step `_extract_feats`, and `encode`
-# called unbound, as ESPnetASRModel's and not the model's own.
+# The greedy path reaches into ESPnet in exactly these functions: the private front-end step `_extract_feats` and
+# `encode` called unbound, as ESPnetASRModel's and not the model's own (pinned by tests/test_greedy_ctc.py's
+# test_espnet_encode_is_frontend_then_encoder_path), and DefaultFrontend's `stft` with Stft's `center` flag
+# (`centred_stft`, `uncentred`; pinned by test_batched_front_end_equals_each_utterance_alone).
 
 
 def frontend_features(
     model: ESPnetASRModel, speech: torch.Tensor, lengths: torch.Tensor
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """The front-end alone (STFT + filterbank; the waveform itself when the model has none), as the first step of
-    ESPnet's `encode`: its private `ESPnetASRModel._extract_feats`. The decoder calls it one utterance at a time,
-    since the STFT's centre padding reflects at the padded end of a batch."""
+    ESPnet's `encode`: its private `ESPnetASRModel._extract_feats`. On a padded batch its features depend on the
+    padding (see `GreedyCTCDecoder.features`)."""
     return model._extract_feats(speech, lengths)
+
+
+def centred_stft(model: ESPnetASRModel) -> Optional[torch.nn.Module]:
+    """The front-end's `espnet2.layers.stft.Stft` when the batch can be framed here, per utterance, and the front-end
+    then run uncentred: ESPnet's `DefaultFrontend` (attribute `stft`, with `center=True`, and its enhancement
+    `frontend` absent or doing nothing: no WPE, no beamformer, as ESPnet builds it by default). None for any other
+    front-end (S3PRL, fused, raw waveform ...)."""
+    frontend = model.frontend
+    stft = getattr(frontend, "stft", None)
+    if stft is None or type(stft).__name__ != "Stft":
+        return None
+    enhancement = getattr(frontend, "frontend", None)
+    if enhancement is not None and (getattr(enhancement, "wpe", 1) is not None
+                                    or getattr(enhancement, "beamformer", 1) is not None):
+        return None
+    if not (getattr(stft, "center", False) and isinstance(getattr(stft, "n_fft", None), int)):
+        return None
+    return stft
+
+
+@contextlib.contextmanager
+def uncentred(stft: torch.nn.Module) -> Iterator[None]:
+    """Make ESPnet's Stft skip its own centre padding (its `center` attribute; its frame count formula
+    `(ilens - n_fft) // hop + 1` then applies to the already padded lengths)."""
+    stft.center = False
+    try:
+        yield
+    finally:
+        stft.center = True
 
 
 def encode_every_layer(
@@ -97,6 +128,25 @@ def encode_every_layer(
 
 
 # ---------------------------------------------------------------------------------------------- padding
+
+def reflect_padded(speech: torch.Tensor, lengths: torch.Tensor, pad: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Each utterance reflect-padded by `pad` samples at both of its own ends (what a centred STFT does to it alone),
+    for the whole batch at once, and the padded lengths.
+
+    speech: (B, N) waveforms, padded after `lengths`; needs pad < each length, as torch's reflection does. Returns
+    (B, N + 2 pad), where row i holds its utterance's reflect-padded samples in its first lengths[i] + 2 pad
+    positions (after them, whatever followed the utterance: no frame of it reads there), and lengths + 2 pad. Only
+    the 2 pad edge samples per utterance are gathered; the rest is one copy.
+    """
+    batch, samples = speech.shape
+    padded = speech.new_zeros(batch, samples + 2 * pad)
+    padded[:, pad : pad + samples] = speech
+    padded[:, :pad] = speech[:, 1 : pad + 1].flip(1)  # x[pad], ..., x[1]
+    step = torch.arange(1, pad + 1, device=speech.device)[None, :]
+    end = (lengths - 1)[:, None]
+    padded.scatter_(1, end + pad + step, speech.gather(1, end - step))  # after x[L-1]: x[L-2], ..., x[L-1-pad]
+    return padded, lengths + 2 * pad
+
 
 def subsampled_lengths(embed: torch.nn.Module, lengths: torch.Tensor) -> torch.Tensor:
     """Frames the subsampling convolutions give each utterance when it is alone (no padding after it).
@@ -137,13 +187,14 @@ def padding_exact_encoder(model: ESPnetASRModel) -> Iterator[None]:
         mask = output[-1]  # (B, 1, T')
         own = state["own"].to(mask.device)
         mask = (torch.arange(mask.size(-1), device=mask.device)[None, :] < own[:, None])[:, None, :]
-        state["mask"] = mask
+        x = output[0][0] if isinstance(output[0], tuple) else output[0]  # (x, pos_emb) with relative positions
+        state["keep"] = mask.to(x.dtype)
         return output[:-1] + (mask,)
 
     def zero_padding(_module, args):
-        x, mask = args[0], state.get("mask")
-        if mask is not None and x.dim() == 3 and x.size(-1) == mask.size(-1) and x.size(0) == mask.size(0):
-            return (x * mask.to(x.dtype),) + tuple(args[1:])
+        x, keep = args[0], state.get("keep")  # keep: (B, 1, T') of 1/0, made once per batch
+        if keep is not None and x.dim() == 3 and x.size(-1) == keep.size(-1) and x.size(0) == keep.size(0):
+            return (x * keep.to(x.dtype),) + tuple(args[1:])
         return None
 
     handles = [encoder.register_forward_pre_hook(capture_lengths), embed.register_forward_hook(fix_mask)]
@@ -160,11 +211,16 @@ def padding_exact_encoder(model: ESPnetASRModel) -> Iterator[None]:
 class GreedyCTCDecoder:
     """Decode batches of waveforms (or features) with a model's CTC head, optionally at intermediate layers too."""
 
-    def __init__(self, model: ESPnetASRModel, interctc_layers: Sequence[int] = ()) -> None:
+    def __init__(
+        self, model: ESPnetASRModel, interctc_layers: Sequence[int] = (), batched_frontend: bool = True
+    ) -> None:
+        """`batched_frontend=False` keeps the plain reference path (the front-end on one utterance at a time), which
+        the tests and benchmarks/decoding.py compare with the batched framing."""
         if model.ctc is None:
             raise ValueError("the model has no CTC head (ctc_weight was 0): greedy CTC decoding is impossible")
         self.model = model.eval()
         self.interctc_layers = sorted(interctc_layers)
+        self.batched_frontend = batched_frontend
         self.exclude = sorted({model.blank_id, model.sos, model.eos})
         self._expose_layers()
         if any(type(m).__name__.startswith("LegacyRel") for m in model.modules()):
@@ -199,18 +255,34 @@ class GreedyCTCDecoder:
         encoder.interctc_layer_idx = sorted(present | missing)
 
     @torch.no_grad()
+    def features(self, speech: torch.Tensor, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Front-end features of a padded batch, each exactly as its utterance alone gets them.
+
+        A centred STFT reflects at the padded end of a batch, so the last frames of every shorter utterance would
+        see padding. With ESPnet's default front-end the batch is instead reflect-padded here at each utterance's own
+        ends and framed in one uncentred STFT: the same samples per frame as alone, one call for the batch. Any other
+        front-end runs one utterance at a time.
+        """
+        model = self.model
+        if model.frontend is None:
+            return speech, lengths
+        stft = centred_stft(model) if self.batched_frontend else None
+        if stft is not None and speech.dim() == 2 and bool((lengths > stft.n_fft // 2).all()):
+            padded, padded_lengths = reflect_padded(speech, lengths, stft.n_fft // 2)
+            with uncentred(stft):
+                return frontend_features(model, padded, padded_lengths)
+        feats = [frontend_features(model, speech[i : i + 1, : lengths[i]], lengths[i : i + 1])[0][0]
+                 for i in range(speech.size(0))]
+        return pad_sequence(feats, batch_first=True), torch.tensor([f.size(0) for f in feats], device=speech.device)
+
+    @torch.no_grad()
     def encode(
         self, speech: torch.Tensor, lengths: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor, Dict[int, torch.Tensor]]:
-        """Padding-exact batched encoding: per-utterance front-end, masked convolutions, one encoder pass."""
-        model = self.model
-        if model.frontend is not None:
-            feats = [frontend_features(model, speech[i : i + 1, : lengths[i]], lengths[i : i + 1])[0][0]
-                     for i in range(speech.size(0))]
-            feat_lengths = torch.tensor([f.size(0) for f in feats], device=speech.device)
-            speech, lengths = pad_sequence(feats, batch_first=True), feat_lengths
-        with padding_exact_encoder(model):
-            return encode_every_layer(model, speech, lengths)
+        """Padding-exact batched encoding: per-utterance-exact front-end, masked convolutions, one encoder pass."""
+        feats, feat_lengths = self.features(speech, lengths)
+        with padding_exact_encoder(self.model):
+            return encode_every_layer(self.model, feats, feat_lengths)
 
     @torch.no_grad()
     def __call__(self, speech: torch.Tensor, lengths: torch.Tensor) -> List[GreedyResult]:

@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import soundfile
@@ -160,7 +160,15 @@ def write_1best(
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    args = get_parser().parse_args(argv)
+    run(get_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace, prog: str = "ctc_greedy_inference",
+        make_decoder: Optional[Callable[[GreedyCTCDecoder, Any], Any]] = None) -> None:
+    """Check the inputs, load the model, decode in length-sorted batches, write 1best_recog/ and speed.json.
+    `make_decoder(greedy_decoder, tokenizer)` replaces the search (e.g. ctc_lm_inference's lexicon beam search): it
+    returns a callable like GreedyCTCDecoder's (GreedyResult per utterance) with `model` and `inference_params`, and
+    optionally `search_params` (recorded in speed.json as "search"); a ValueError it raises is reported as bad input."""
     logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
     device = "cuda" if args.ngpu > 0 else "cpu"
     try:
@@ -171,25 +179,28 @@ def main(argv: Optional[List[str]] = None) -> None:
         path, _, kind = next(e for e in (x.split(",") for x in args.data_path_and_name_and_type) if e[1] == "speech")
         scales = check_audio(path, kind, speech.keys, speech.dataset, model_rate, args.asr_train_config)
         decoder, tokenizer = load_decoder(args, device)
+        if make_decoder is not None:
+            decoder = make_decoder(decoder, tokenizer)
     except ValueError as e:
-        sys.exit(f"ctc_greedy_inference: {e}")
+        sys.exit(f"{prog}: {e}")
     fs = args.fs or model_rate or 16000
     dataset = ScaledSpeech(speech.dataset, scales) if scales else speech.dataset
     batches = length_sorted_batches(speech.lengths, args.batch_size, int(args.batch_seconds * fs))
     try:
         results, compute, wall = decode_batches(decoder, dataset, batches, device, args.dtype)
     except AudioReadError as e:  # a truncated or corrupt file: the message names the utterance and the file
-        sys.exit(f"ctc_greedy_inference: {e}; nothing was written")
+        sys.exit(f"{prog}: {e}; nothing was written")
 
     out_dir = Path(args.output_dir)
     keys = speech.keys
     write_1best(out_dir, keys, results, decoder.model.token_list, tokenizer)
     audio_seconds = sum(speech.lengths[k] for k in keys) / fs if speech.is_sound else None
-    speed = speed_record(len(keys), compute, audio_seconds, decoder="ctc_greedy_inference", batches=len(batches),
+    speed = speed_record(len(keys), compute, audio_seconds, decoder=prog, batches=len(batches),
                          wall_seconds=wall, device=device, dtype=args.dtype, batch_size=args.batch_size,
-                         batch_seconds=args.batch_seconds, inference_params=decoder.inference_params)
+                         batch_seconds=args.batch_seconds, inference_params=decoder.inference_params,
+                         **({"search": decoder.search_params} if hasattr(decoder, "search_params") else {}))
     write_speed(out_dir, speed)
-    logging.info("greedy CTC: %d utterances in %.2f s compute (RTF %s, %.1f utt/s)", len(keys), compute,
+    logging.info("%s: %d utterances in %.2f s compute (RTF %s, %.1f utt/s)", prog, len(keys), compute,
                  f"{speed['rtf']:.4f}" if speed["rtf"] else "n/a", speed["utterances_per_second"] or 0.0)
 
 

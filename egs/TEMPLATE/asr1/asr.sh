@@ -10,7 +10,8 @@
 #     mode ask for them (extract_soft_labels --asr_config: their model_conf.teacher is the one source of truth)
 #  5. external Transformer LM (ESPnet's LM task) on the same text as the teacher, for shallow fusion
 #  6. ASR collect-stats, then training of each system in --systems
-#  7. decoding: greedy CTC for every system, ESPnet beam search + LM shallow fusion for --sf_systems
+#  7. decoding: greedy CTC for every system, ESPnet beam search + LM shallow fusion for --sf_systems (beam_lm), and/or
+#     flashlight's lexicon CTC beam search with the word n-gram of stage 5 (beam_ngram; --sf_decodings)
 #  8. scoring (jiwer) and RESULTS.md / results.png
 #
 # One run at a time per --expdir (${expdir}/.lock, refused naming the pid that holds it); the stages that write what
@@ -43,6 +44,8 @@ teacher_args=""          # options of espnet_bertkd.bin.train_teacher (with --tr
 teacher_subsets=""       # NAME=FILE word lists whose teacher accuracy stage 4 reports apart (e.g. homophones)
 systems="ctc aed final_aed_kd inter_aed_kd"
 sf_systems="ctc"         # systems also decoded with beam search + LM shallow fusion
+sf_decodings="beam_lm"   # their decodings: beam_lm (ESPnet beam search + Transformer LM), beam_ngram (flashlight
+                         # lexicon CTC beam search + word n-gram via torchaudio's ctc_decoder; [lm] extra)
 sf_test_sets=            # sets decoded with shallow fusion (default: --test_sets)
 sf_batch_size=auto       # utterances per beam search: auto = batched on a GPU where ESPnet can (202611), else 1
 asr_config_dir=conf      # holds train_asr_<system>.yaml
@@ -50,12 +53,16 @@ asr_args=""
 lm_config=conf/train_lm.yaml
 lm_args=""
 inference_config=conf/decode_sf.yaml
+ngram_config=conf/decode_ngram.yaml  # beam_ngram's search settings (lm_weight, word_score, beam_size ...): required
+ngram_args="--batch_seconds 200"  # other options of ctc_lm_inference (beam_ngram)
+ngram_order=3            # the word n-gram of beam_ngram, estimated in stage 5 on the LM text
 greedy_args="--batch_seconds 200"
 asr_model=valid.cer_ctc.ave.pth
 seed=0
 expdir=exp
 asr_stats_dir=           # default: ${expdir}/asr_stats_${token_type}
 lm_exp=                  # default: ${expdir}/lm (point several runs at one LM)
+ngram_exp=               # default: ${lm_exp}_ngram (the n-gram ARPA and its lexicon)
 results_dir=.            # where RESULTS.md and results.png go
 datadir=data
 dumpdir=dump
@@ -75,7 +82,7 @@ run_jobs() { ${python} -m espnet_bertkd.recipe.bin.run_jobs --backend "${cmd_bac
 # Paths and names that are split into words or joined into ESPnet's PATH,NAME,TYPE specs: refused up front rather
 # than broken into pieces later (--teacher, --corpus_root and --lm_text are quoted throughout: any path works).
 for _name in datadir dumpdir expdir lm_exp asr_stats_dir results_dir asr_config_dir lm_config inference_config \
-        asr_model train_set valid_set test_sets sf_test_sets; do
+        ngram_exp ngram_config asr_model train_set valid_set test_sets sf_test_sets; do
     _value=${!_name}
     case "${_name}" in test_sets|sf_test_sets) _value=${_value//[ ]/} ;; esac  # lists: one space between names
     case "${_value}" in
@@ -140,6 +147,17 @@ for system in ${systems}; do asr_configs+=(--asr_config "${asr_config_dir}/train
 kd_requirements() { ${python} -m espnet_bertkd.bin.kd_requirements --teacher "${teacher}" "$@"; }
 asr_stats_dir=${asr_stats_dir:-${expdir}/asr_stats_${token_type}}
 lm_exp=${lm_exp:-${expdir}/lm}
+ngram_exp=${ngram_exp:-${lm_exp%/}_ngram}
+read -ra _decodings <<< "${sf_decodings}"; sf_decodings="${_decodings[*]}"  # one space between names
+for _decoding in ${sf_decodings}; do
+    case "${_decoding}" in beam_lm|beam_ngram) ;; *) echo "$0: --sf_decodings: unknown decoding '${_decoding}'" \
+        "(beam_lm, beam_ngram)" >&2; exit 1 ;; esac
+done
+if [[ " ${sf_decodings} " == *" beam_ngram "* ]] && [ ! -f "${ngram_config}" ]; then
+    echo "$0: --ngram_config ${ngram_config}: no such file (beam_ngram's search settings: lm_weight, word_score," \
+        "beam_size ...; see egs/homophones/asr1/conf/decode_ngram.yaml)" >&2
+    exit 1
+fi
 
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 1 ]; then lock_shared; fi
 if stage_on 1; then
@@ -234,6 +252,16 @@ if stage_on 5; then
         require "Stage 5 (log ${expdir}/lm_train.log)" "${lm_exp}/config.yaml" "${lm_exp}/valid.loss.ave.pth"
     else
         log "skip: ${lm_exp}/valid.loss.ave.pth exists"
+    fi
+    if [[ " ${sf_decodings} " == *" beam_ngram "* ]]; then
+        log "Stage 5: word ${ngram_order}-gram LM and lexicon for beam_ngram -> ${ngram_exp}"
+        if [ ! -f "${ngram_exp}/ngram.json" ]; then
+            run ${python} -m espnet_bertkd.recipe.bin.train_ngram --text "${datadir}/lm_train.txt" \
+                --output_dir "${ngram_exp}" --order "${ngram_order}" --token_list "${token_list}" ${token_opts}
+            require "Stage 5 (n-gram)" "${ngram_exp}/lm.arpa" "${ngram_exp}/lexicon.txt" "${ngram_exp}/ngram.json"
+        else
+            log "skip: ${ngram_exp}/ngram.json exists"
+        fi
     fi
 fi
 unlock_shared
@@ -341,6 +369,7 @@ if stage_on 7; then
         done
     done
     for system in ${sf_systems}; do
+        [[ " ${sf_decodings} " == *" beam_lm "* ]] || continue
         for dset in ${sf_test_sets:-${test_sets}}; do
             out=${expdir}/${system}/decode_beam_lm/${dset}
             log "Stage 7: beam search + LM shallow fusion ${system} ${dset} -> ${out}"
@@ -352,11 +381,24 @@ if stage_on 7; then
                 --data_path_and_name_and_type "${datadir}/${dset}/wav.scp,speech,sound"
         done
     done
+    for system in ${sf_systems}; do
+        [[ " ${sf_decodings} " == *" beam_ngram "* ]] || continue
+        require "Stage 7 (stage 5 builds the n-gram)" "${ngram_exp}/lm.arpa" "${ngram_exp}/lexicon.txt"
+        for dset in ${sf_test_sets:-${test_sets}}; do
+            out=${expdir}/${system}/decode_beam_ngram/${dset}
+            log "Stage 7: lexicon CTC beam search + word n-gram ${system} ${dset} -> ${out}"
+            decode_set "${out}" "${dset}" ${python} -m espnet_bertkd.bin.ctc_lm_inference \
+                --asr_train_config "${expdir}/${system}/config.yaml" \
+                --asr_model_file "${expdir}/${system}/${asr_model}" --ngpu "${ngpu}" \
+                --lm "${ngram_exp}/lm.arpa" --lexicon "${ngram_exp}/lexicon.txt" --decode_config "${ngram_config}" \
+                --data_path_and_name_and_type "${datadir}/${dset}/wav.scp,speech,sound" ${ngram_args}
+        done
+    done
 fi
 
 if stage_on 8; then
     log "Stage 8: scoring and RESULTS.md"
-    decodings="greedy"; [ -n "${sf_systems}" ] && decodings="greedy beam_lm"
+    decodings="greedy"; [ -n "${sf_systems}" ] && decodings="greedy ${sf_decodings}"
     for system in ${systems}; do
         for decoding in ${decodings}; do
             for dset in ${test_sets}; do

@@ -62,6 +62,6 @@ exec ../../TEMPLATE/asr1/asr.sh \
     --token_type "${token_type}" \
     --train_teacher true --teacher_args "${teacher_args}" \
     --teacher_subsets "homophones=data/local/homophones.txt" \
-    --systems "${systems}" --sf_systems ctc \
+    --systems "${systems}" --sf_systems ctc --sf_decodings "beam_lm beam_ngram" \
     --asr_args "${asr_args}" --lm_args "${lm_args}" \
     "${passthrough[@]}"
