@@ -58,12 +58,17 @@ def make_batch(batch: int, frames: int, chars: int, teacher_tokens: int, topk: i
     }
 
 
+def amp_context(device: str, amp: str) -> torch.autocast:
+    """Autocast in `amp` on the device's type, or a disabled one for "none" (ESPnet's --use_amp false)."""
+    return torch.autocast(device.split(":")[0], dtype=getattr(torch, amp, None), enabled=amp != "none")
+
+
 def step_fn(model: torch.nn.Module, batch: Dict, device: str, amp: str) -> Callable[[], float]:
     """One forward + backward + Adam step, under autocast in `amp` unless it is "none" (as ESPnet's --use_amp)."""
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     data = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-    autocast = torch.autocast(device.split(":")[0], dtype=getattr(torch, amp, None), enabled=amp != "none")
+    autocast = amp_context(device, amp)
 
     def step() -> float:
         start = time.perf_counter()
@@ -92,8 +97,7 @@ def saved_for_backward(model: torch.nn.Module, batch: Dict, device: str, amp: st
         return t
 
     data = {k: (v.to(device).clone() if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-    autocast = torch.autocast(device.split(":")[0], dtype=getattr(torch, amp, None), enabled=amp != "none")
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), amp_context(device, amp):
         loss, _, _ = model(**data)
     del loss
     return sum(storages.values())
