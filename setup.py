@@ -5,15 +5,16 @@ from setuptools import find_packages, setup
 
 HERE = Path(__file__).resolve().parent  # README.md is read from here, not from the directory setup.py is run in
 
-# Two supported ESPnet releases, chosen by the Python version (ESPnet 202611 requires Python >= 3.12). The exact
-# versions tested together are pinned in tools/constraints/espnet<RELEASE>.txt, which tools/install.sh applies.
-# torch 2.11 is the one release both accept: 202511 pins setuptools<74 (torch>=2.13 needs setuptools>=77), and
-# 202611 excludes torch 2.12.0/2.12.1 and requires torchaudio<2.12.
+# Two supported ESPnet releases, chosen by the Python version (ESPnet 202611 requires Python >= 3.12); espnet_bertkd/
+# compat.py knows exactly these two, so they are pinned. Everything else is a range, so that `pip install` on a
+# cluster keeps the site's CUDA build of torch: ESPnet itself bounds torch/torchaudio (202611: torch >= 2.11, < 2.15,
+# not 2.12.0/2.12.1; torchaudio < 2.12). The exact versions tested together (torch 2.11.0) are in
+# tools/constraints/espnet<RELEASE>.txt, which tools/install.sh applies and the README's commands use.
 install_requires = [
     "espnet==202611; python_version>='3.12'",
     "espnet==202511; python_version<'3.12'",
-    "torch==2.11.0",
-    "torchaudio==2.11.0",
+    "torch>=2.1",  # torch.load(weights_only=True, mmap=True), torch.amp.autocast(device_type)
+    "torchaudio>=2.1",  # the lexicon CTC decoder (torchaudio.models.decoder) and speed perturbation
     "editdistance>=0.6",  # ESPnet's CER/WER reports during training import it; 202611 no longer installs it
     "transformers>=4.46",
     "tokenizers>=0.20",

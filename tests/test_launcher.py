@@ -13,7 +13,8 @@ import pytest
 from espnet_bertkd.recipe.bin import run_jobs as cli
 from espnet_bertkd.recipe.bin import split_scp as split_cli
 from espnet_bertkd.utils.fileio import DataError
-from espnet_bertkd.recipe.jobs import JobsFailed, run_jobs, run_local, slurm_script
+from espnet_bertkd.recipe.jobs import (JobsFailed, ResourceError, Resources, SlurmConfig, run_jobs, run_local,
+                                       slurm_script, visible_gpus)
 from espnet_bertkd.recipe.scp import merge_scp, split_scp
 from espnet_bertkd.utils.jobs import split_sizes
 
@@ -230,3 +231,82 @@ def test_local_jobs_share_the_cores(tmp_path, monkeypatch):
     assert (tmp_path / "t.1").read_text().strip() == str(max(1, os.cpu_count() or 1))
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert job_environment(parallel=2, cpus=8)["OMP_NUM_THREADS"] == "3"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Kaldi's interface (cmd.sh's train_cmd / cuda_cmd / decode_cmd), GPUs shared out locally, ESPnet's slurm.conf
+
+
+def test_kaldi_form_cli(tmp_path):
+    cli.main(["--num_threads", "1", "JOB=1:3", f"{tmp_path}/k.JOB.log", "touch", f"{tmp_path}/k.JOB"])
+    assert all((tmp_path / f"k.{j}").exists() for j in (1, 2, 3))
+    cli.main([f"{tmp_path}/one.log", "bash", "-c", "echo $OMP_NUM_THREADS"])  # no range: one job
+    assert (tmp_path / "one.log").read_text().splitlines()[3] == str(max(1, os.cpu_count() or 1))
+    with pytest.raises(SystemExit) as e:
+        cli.main(["JOB=2:3", f"{tmp_path}/x.JOB.log", "true"])
+    assert "job ranges start at 1" in str(e.value.code)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["JOB=1:2", f"{tmp_path}/x.JOB.log"])
+    assert "give the log and the command" in str(e.value.code)
+
+
+def test_local_gpu_jobs_get_their_own_gpus(tmp_path, monkeypatch):
+    """4 jobs of 1 GPU on 2 visible GPUs: 2 at a time, each with one device that no running job holds."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    script = tmp_path / "job.py"
+    script.write_text(COUNTING_JOB.replace('update(+1, "start")', 'update(+1, "start " + __import__("os").environ['
+                                           '"CUDA_VISIBLE_DEVICES"])'))
+    run_local([sys.executable, str(script), "JOB", str(tmp_path)], nj=4, log=tmp_path / "log/JOB.log",
+              resources=Resources(gpu=1))
+    ev = events(tmp_path)
+    starts = [e for e in ev if e[0] == "start"]
+    assert sorted(int(e[2]) for e in starts) == [1, 2, 3, 4] and {e[1] for e in starts} <= {"3", "5"}
+    assert max(int(e[3]) for e in starts) <= 2
+    held = {}  # job -> device, while running
+    for e in ev:
+        if e[0] == "start":
+            assert e[1] not in held.values(), ev  # no two running jobs share a GPU
+            held[e[2]] = e[1]
+        else:
+            held.pop(e[1])
+    assert "# GPUs " in (tmp_path / "log/1.log").read_text()
+
+
+def test_more_gpus_than_visible_fails_before_any_job(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    with pytest.raises(ResourceError, match=r"ask for 2 GPU\(s\) each, but this machine has 1"):
+        run_jobs(["touch", f"{tmp_path}/ran.JOB"], nj=2, log=tmp_path / "l.JOB.log", resources=Resources(gpu=2))
+    assert not list(tmp_path.iterdir())  # no log, no job
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--check_gpu", "1"])
+    assert "but this machine has 0 (CUDA_VISIBLE_DEVICES='')" in str(e.value.code)
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "0,2,-1,3"}) == ["0", "2"]  # CUDA stops at an invalid id
+
+
+ESPNET_SLURM_CONF = (Path(__file__).resolve().parents[1] / "egs/TEMPLATE/asr1/conf/slurm.conf")
+
+
+def test_slurm_conf_rules():
+    conf = SlurmConfig.read(ESPNET_SLURM_CONF)
+    assert conf.command == ("sbatch", "--export=ALL")
+    assert conf.args(Resources()) == ["-p", "cpu"]  # default gpu=0
+    assert conf.args(Resources(gpu=2, mem="4G", time="1:00:00", num_threads=1, num_nodes=2, name="x")) == [
+        "-p", "gpu", "--gres=gpu:2", "-c", "2", "--mem-per-cpu", "4G", "--time", "1:00:00", "--cpus-per-task", "1",
+        "--nodes", "2", "--job-name", "x"]
+    assert conf.args(Resources(mem="0")) == ["-p", "cpu"]  # an exact value wins over *
+    with pytest.raises(ValueError, match=r"c.conf:2: not a slurm.conf line"):
+        SlurmConfig.parse("command sbatch\nbogus line\n", "c.conf")
+    with pytest.raises(ValueError, match="no 'option gpu=...' line"):
+        SlurmConfig.parse("command sbatch\n", "c.conf").args(Resources(gpu=1))
+
+
+def test_slurm_array_with_the_config(tmp_path, fake_sbatch, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli.main(["--backend", "slurm", "--config", str(ESPNET_SLURM_CONF), "--gpu", "1", "--mem", "8G",
+              "--max_jobs_run", "2", "JOB=1:3", "exp/log/decode.JOB.log", "echo", "JOB"])
+    assert fake_sbatch.read_text().splitlines() == [
+        "--export=ALL", "--wait", "--parsable", "--array=1-3%2", "--output=exp/log/q/decode.%a.out",
+        "-p", "gpu", "--gres=gpu:1", "-c", "1", "--mem-per-cpu", "8G", "--job-name", "decode",
+        "exp/log/q/decode.sh"]
+    assert [(tmp_path / f"exp/log/decode.{j}.log").read_text().splitlines()[3] for j in (1, 2, 3)] == ["1", "2", "3"]

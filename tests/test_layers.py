@@ -109,3 +109,16 @@ def test_plugin_install_pulls_no_recipe_only_dependency():
 @pytest.mark.parametrize("package", ["espnet_bertkd.recipe"])
 def test_packaged_with_the_plugin(package):
     assert package in setup_kwargs()["packages"]
+
+
+def test_install_requires_pins_only_the_espnet_releases():
+    """`pip install espnet-bertkd` on a cluster must not replace the site's CUDA torch: exact versions live in
+    tools/constraints/ only (which tools/install.sh applies), never in install_requires."""
+    kwargs = setup_kwargs()
+    pinned = [r for r in kwargs["install_requires"] if "==" in r.split(";")[0]]
+    assert {requirement_name(r) for r in pinned} == {"espnet"}, pinned
+    torch_reqs = [r for r in kwargs["install_requires"] if requirement_name(r) in ("torch", "torchaudio")]
+    assert len(torch_reqs) == 2 and all(">=" in r for r in torch_reqs)
+    for release in ("202511", "202611"):  # the tested versions stay exact in the constraints
+        text = (REPO / "tools/constraints" / f"espnet{release}.txt").read_text().splitlines()
+        assert "torch==2.11.0" in text and "torchaudio==2.11.0" in text

@@ -42,17 +42,17 @@ def test_commas_and_job_in_paths_are_refused(tmp_path):
 
 
 def test_training_without_outputs_fails_the_stage(tmp_path):
-    """The stub training exits 0 but writes neither config.yaml nor the model: stage 6 must not report success."""
+    """The stub training exits 0 but writes neither config.yaml nor the model: stage 11 must not report success."""
     root = make_recipe(tmp_path)
     proc = asr_sh(root, STUB_NO_OUTPUT="1")
     assert proc.returncode != 0 and "Finished" not in proc.stdout
-    assert "Stage 6 (training ctc, log exp/ctc.train.log) did not produce exp/ctc/config.yaml" in proc.stderr
+    assert "Stage 11 (training ctc, log exp/ctc.train.log) did not produce exp/ctc/config.yaml" in proc.stderr
     # decoding then names the missing model instead of a deep ESPnet error
-    proc = asr_sh(root, "--stage", "7", "--stop_stage", "7")
-    assert proc.returncode != 0 and "Stage 7: exp/ctc/config.yaml is missing (stage 6 trains ctc)" in proc.stderr
+    proc = asr_sh(root, "--stage", "12", "--stop_stage", "12")
+    assert proc.returncode != 0 and "Stage 12: exp/ctc/config.yaml is missing (stage 11 trains ctc)" in proc.stderr
     # with outputs, the same stage succeeds and the queue ran each system's train.sh
     proc = asr_sh(root)
-    assert proc.returncode == 0 and "Finished stages 6..6" in proc.stdout, proc.stderr
+    assert proc.returncode == 0 and "Finished stages 11..11" in proc.stdout, proc.stderr
     assert (root / "exp/train_jobs/scripts.txt").read_text() == "exp/ctc/train.sh\nexp/kd/train.sh\n"
     assert [argv_of(root / "exp" / s)[-1] for s in ("ctc", "kd")] == ["exp/ctc", "exp/kd"]  # --output_dir last
 

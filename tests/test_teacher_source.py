@@ -199,7 +199,7 @@ def test_driver_asks_the_configs(tmp_path):
 
 
 def test_driver_gives_soft_labels_to_cached_systems_only(tmp_path):
-    """Stage 6's training commands: kd_token/kd_prob inputs for cached-mode systems only, and --teacher (a
+    """Stage 11's training commands: kd_token/kd_prob inputs for cached-mode systems only, and --teacher (a
     location with a space here) as a quoted teacher.model override of the KD systems alone."""
     conf = tmp_path / "conf"
     conf.mkdir()
@@ -215,7 +215,7 @@ def test_driver_gives_soft_labels_to_cached_systems_only(tmp_path):
                       "  touch \"$out/config.yaml\" \"$out/valid.cer_ctc.ave.pth\"; exit 0 ;; esac\n"
                       f"exec {sys.executable} \"$@\"\n")
     python.chmod(0o755)
-    proc = run_driver(tmp_path, "--stage", "6", "--stop_stage", "6", "--systems", "ctc online cached",
+    proc = run_driver(tmp_path, "--stage", "11", "--stop_stage", "11", "--systems", "ctc online cached",
                       "--token_type", "char", "--teacher", "/models/my bert", "--python", str(python))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     scripts = {s: (tmp_path / "exp" / s / "train.sh").read_text() for s in ("ctc", "online", "cached")}

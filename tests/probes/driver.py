@@ -42,7 +42,7 @@ exec PYTHON "$@"
 
 
 def make_recipe(root: Path, teacher: str = "exp/teacher", stats_dir: str = "exp/asr_stats_char") -> Path:
-    """A recipe directory ready for stage 6: a CTC and a cached-mode KD config, collect-stats done, the stub."""
+    """A recipe directory ready for stage 11: a CTC and a cached-mode KD config, collect-stats done, the stub."""
     conf = root / "conf"
     conf.mkdir(parents=True, exist_ok=True)
     (conf / "train_asr_ctc.yaml").write_text(yaml.safe_dump({"model": "bertkd", "model_conf": {"kd_layers": []}}))
@@ -59,7 +59,7 @@ def make_recipe(root: Path, teacher: str = "exp/teacher", stats_dir: str = "exp/
 
 def asr_sh_args(root: Path, *args: str) -> List[str]:
     return ["bash", str(ASR_SH), "--python", str(root / "python"), "--train_set", "train", "--valid_set", "dev",
-            "--test_sets", "test", "--token_type", "char", "--stage", "6", "--stop_stage", "6", "--systems",
+            "--test_sets", "test", "--token_type", "char", "--stage", "11", "--stop_stage", "11", "--systems",
             "ctc kd", *args]
 
 
@@ -92,7 +92,7 @@ def case_stage_without_outputs(workdir: Path) -> Outcome:
         return Outcome("crash", f"--expdir 'exp space': exit {spaced.returncode}: {first_line(spaced.stderr)}")
     nothing = asr_sh(root, STUB_NO_OUTPUT="1")
     if nothing.returncode == 0:
-        return Outcome("silent", "a training that wrote no model: stage 6 exit 0")
+        return Outcome("silent", "a training that wrote no model: stage 11 exit 0")
     message = first_line(nothing.stderr, "did not produce")
     if "config.yaml" not in message:
         return Outcome("crash", f"a training that wrote no model: {first_line(nothing.stderr)}")

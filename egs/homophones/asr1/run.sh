@@ -5,10 +5,10 @@
 #
 #   ./run.sh                 # default size
 #   ./run.sh --smoke true    # a few minutes (what CI runs)
-#   ./run.sh --stage 6 --stop_stage 8 --systems "ctc inter_aed_kd"
+#   ./run.sh --stage 10 --stop_stage 13 --systems "ctc inter_aed_kd"
 #   # another training seed beside the first run, sharing its data, teacher, soft labels and LM (the teacher is
 #   # where the configs' model_conf.teacher.model says, exp/teacher, whatever --expdir is):
-#   ./run.sh --stage 6 --seed 1 --expdir exp_seed1 --lm_exp exp/lm \
+#   ./run.sh --stage 10 --seed 1 --expdir exp_seed1 --lm_exp exp/lm \
 #       --asr_stats_dir exp/asr_stats_char --results_dir exp_seed1
 #   local/evidence.sh        # every system over 3 seeds, the KD gain at 1/4 of the paired data, significance tests
 set -euo pipefail
@@ -16,7 +16,7 @@ set -euo pipefail
 smoke=false     # true: a tiny corpus and 2 epochs, a few minutes
 seed=0          # training seed (teacher, LM, ASR)
 corpus_seed=0   # the corpus stays the same across training seeds
-stage=0         # 0: generate the corpus; 1-8: the stage driver's stages
+stage=0         # 0: generate the corpus; 1-15: the stage driver's (ESPnet's numbers; see its --help)
 stop_stage=100
 nj=2            # parallel jobs: corpus synthesis, soft labels, decoding, and systems trained at once
 systems="ctc aed final_aed_kd inter_aed_kd"
@@ -53,6 +53,7 @@ fi
 # The corpus' homophone groups and LM-only words, for the reports by kind of word (teacher accuracy, errors)
 [ -f "${corpus}/corpus_info.json" ] && local/word_lists.py "${corpus}/corpus_info.json" data/local
 
+[ "${stop_stage}" -ge 1 ] || exit 0  # stage 0 alone
 exec ../../TEMPLATE/asr1/asr.sh \
     --stage "$(( stage > 1 ? stage : 1 ))" --stop_stage "${stop_stage}" --seed "${seed}" \
     --nj "${nj}" --train_nj "${nj}" --inference_nj "${nj}" \

@@ -7,7 +7,7 @@
 #
 #   ./run.sh --librispeech_root /data/LibriSpeech --lm_text /data/librispeech-lm-norm.txt.gz --ngpu 1
 #   ./run.sh --librispeech_root /data/LibriSpeech --teacher /models/bert-base-uncased   # offline: a local copy
-#   ./run.sh --stage 6 --stop_stage 8 --systems "ctc inter_aed_kd"
+#   ./run.sh --stage 10 --stop_stage 13 --systems "ctc inter_aed_kd"
 set -euo pipefail
 
 corpus_sets="train-clean-100 dev-clean dev-other test-clean test-other"

@@ -56,7 +56,7 @@ add_chain() {  # one job script: the given commands, each on its own line, quote
 shared=(--nj 1 --teacher "${teacher_dir}" --lm_exp "${lm_exp}")
 for seed in ${seeds}; do
     [ "${seed}" = 0 ] && continue
-    add_chain "$(printf '%q ' ./run.sh --stage 6 --seed "${seed}" "${shared[@]}" --asr_stats_dir "${asr_stats_dir}" \
+    add_chain "$(printf '%q ' ./run.sh --stage 10 --seed "${seed}" "${shared[@]}" --asr_stats_dir "${asr_stats_dir}" \
         --expdir "${exp}/seed${seed}" --results_dir "${exp}/seed${seed}")"
 done
 train_utts=$(wc -l < "data/${train_set}/text")
@@ -74,7 +74,7 @@ c = yaml.safe_load(open(sys.argv[1]))
 print(round(c['scheduler_conf']['warmup_steps_list'][-2] / c['max_epoch']))" conf/train_asr_inter_aed_kd.yaml)
     chain=()
     for seed in ${size_seeds}; do
-        # stage 4 writes the subset's soft labels and stage 6 its stats once (the first seed); the others reuse them
+        # stage 4 writes the subset's soft labels and stage 10 its stats once (the first seed); the others reuse them
         chain+=("$(printf '%q ' ./run.sh --stage 4 --seed "${seed}" "${shared[@]}" --train_set "${subset}" \
             --asr_stats_dir "exp/asr_stats_${subset}" --systems "aed inter_aed_kd" --sf_systems "" \
             --asr_args "--num_iters_per_epoch ${iters}" \

@@ -47,6 +47,7 @@ args=(
     --corpus_sets "${corpus_sets}"
     --combine_sets "${combine_sets}"
     --train_set "${train_set}"
+    --speed_perturb_factors "0.9 1.0 1.1"
     --valid_set dev --test_sets "dev_clean dev_other test_clean test_other"
     --lm_text "${lm_text}"
     --token_type bpe --nbpe 5000 --bpemode unigram
