@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Mapping, Sequence
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -13,6 +13,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 HOMOPHONES_LOCAL = Path(__file__).resolve().parents[1] / "egs" / "homophones" / "asr1" / "local"
 sys.path.insert(0, str(HOMOPHONES_LOCAL))
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -55,11 +56,15 @@ def build_asr_model(
     input_size: int | None = 20,
 ):
     """Build through ESPnet's parser, exactly as asr_train would (see asr_train_args)."""
+    return build_from_args(asr_train_args(encoder, model_conf, model, encoder_conf, decoder, input_size))
+
+
+def build_from_args(args: Dict):
+    """The model ESPnet's ASRTask builds from a training config (`vars(args)`), seeded as build_asr_model is."""
     import argparse
 
     from espnet2.tasks.asr import ASRTask
 
-    args = asr_train_args(encoder, model_conf, model, encoder_conf, decoder, input_size)
     torch.manual_seed(0)
     return ASRTask.build_model(argparse.Namespace(**args))
 
@@ -146,3 +151,59 @@ def asr_train_args(
     args.token_list = list(TOKENS)
     args.model_conf = dict(model_conf or {})
     return vars(args)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Comparing soft labels computed in two different batchings (added).
+
+# The teacher's fp32 probabilities depend on the batch shape in the last bits (BLAS picks other kernels for other
+# shapes: 1-3e-8 on a 2-core EPYC); what the tests mean to detect moves them by far more (a neighbour's context:
+# 2.6e-4 with the tiny teacher). Same batching twice stays bit-identical and is compared exactly.
+PROB_ATOL = 1e-6
+
+
+def assert_soft_labels_close(got: Mapping[str, Sequence], want: Mapping[str, Sequence]) -> None:
+    """`got`/`want`: key (utterance id) -> (kd_token, kd_prob) arrays or tensors, from two different batchings of the
+    same transcripts. Keys and their order, token ids (transcript tokens and top-k ids, so their order too), shapes
+    and dtypes must be equal; probabilities only to PROB_ATOL (rtol 0), because of the batch-shape rounding above."""
+    assert list(got) == list(want)
+    for key in want:
+        (got_tok, got_prob), (want_tok, want_prob) = (map(np.asarray, got[key]), map(np.asarray, want[key]))
+        np.testing.assert_array_equal(got_tok, want_tok, err_msg=f"{key}: token ids", strict=True)
+        np.testing.assert_allclose(got_prob, want_prob, rtol=0, atol=PROB_ATOL, err_msg=f"{key}: probs", strict=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A trained-looking bertkd run on disk, for the export and packing tests (moved here from test_export.py).
+
+
+def kd_conf(teacher_dir: str, **overrides) -> Dict:
+    """model_conf of a cached-mode bertkd model with KD decoders at layers 2 and 3, teacher.vocab_size recorded as
+    training records it."""
+    from espnet_bertkd.kd.teacher import load_teacher_vocab_size
+
+    conf = {
+        "ctc_weight": 0.3,
+        "kd_layers": [2, 3],
+        "kd_decoder_conf": dict(SMALL_KD_DECODER),
+        "teacher": {"model": teacher_dir, "mode": "cached", "topk": 4,
+                    "vocab_size": load_teacher_vocab_size(teacher_dir)},
+    }
+    conf.update(overrides)
+    return conf
+
+
+def write_trained(tmp_path: Path, teacher_dir: str, decoder: str | None = None, encoder_conf: Dict | None = None,
+                  model_conf: Dict | None = None, *, input_size: int | None = 20, config: Dict | None = None,
+                  train_dir: str = "train", model_file: str = "valid.loss.best.pth"):
+    """A bertkd model and the config.yaml + model file ESPnet's trainer would have written for it, in
+    TMP_PATH/TRAIN_DIR; `config` replaces top-level keys of the training config before the model is built."""
+    conf = model_conf or kd_conf(teacher_dir)
+    args = asr_train_args("conformer", conf, encoder_conf=encoder_conf, decoder=decoder, input_size=input_size)
+    args.update(config or {})
+    model = build_from_args(args)
+    out = tmp_path / train_dir
+    out.mkdir(parents=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(args, sort_keys=False), encoding="utf-8")
+    torch.save(model.state_dict(), out / model_file)
+    return model, args, out / "config.yaml", out / model_file
