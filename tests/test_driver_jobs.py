@@ -255,3 +255,32 @@ def test_multi_node_training_on_slurm_uses_srun(recipe):
     script = (recipe / "exp/ctc/train.sh").read_text()
     assert "exec srun --export=ALL " in script and "--dist_launcher slurm" in script
     assert "--dist_init_method file://" in script
+
+
+def test_lightning_is_refused_until_supported(recipe):
+    proc = asr_sh(recipe, "--use_lightning", "true", "--stage", "11")
+    assert proc.returncode == 1 and "not supported for model: bertkd yet" in proc.stderr and "Stage" not in proc.stdout
+
+
+def test_speed_perturbation_stage_makes_the_sp_set(recipe):
+    """Stage 2 through train_cmd: the perturbed copies' audio in --nj jobs, then the data dir; later stages train on it."""
+    import soundfile
+
+    audio = recipe / "audio"
+    audio.mkdir()
+    lines = []
+    for i in range(4):
+        soundfile.write(audio / f"train{i}.flac", np.zeros(1600 + 160 * i, dtype=np.float32), 16000)
+        lines.append(f"train{i} {audio / f'train{i}.flac'}\n")
+    (recipe / "data/train/wav.scp").write_text("".join(lines))
+    (recipe / "data/train/utt2spk").write_text("".join(f"train{i} spk\n" for i in range(4)))
+    (recipe / "data/train/spk2utt").write_text("spk " + " ".join(f"train{i}" for i in range(4)) + "\n")
+    proc = asr_sh(recipe, "--cmd_backend", "slurm", "--nj", "2", "--speed_perturb_factors", "0.9 1.0 1.1",
+                  "--stage", "2", "--stop_stage", "2")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    [sub] = submissions(recipe)
+    assert "--array=1-2" in sub
+    ids = [line.split()[0] for line in (recipe / "data/train_sp/wav.scp").read_text().splitlines()]
+    assert len(ids) == 12 and "sp0.9-train0" in ids and "sp1.1-train3" in ids and "train2" in ids
+    frames = soundfile.info(str(recipe / "dump/audio/train_sp/sp0.9/spk/sp0.9-train0.flac")).frames
+    assert abs(frames - 1600 / 0.9) <= 2

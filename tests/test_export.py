@@ -10,9 +10,8 @@ import pytest
 import torch
 import yaml
 
-from conftest import SMALL_KD_DECODER, asr_train_args, batch, build_asr_model
+from conftest import asr_train_args, batch, build_asr_model, kd_conf, write_trained
 from espnet_bertkd.asr.export import ESPNET_MODEL_KEYS, export_config, export_ctc, export_state_dict
-from espnet_bertkd.kd.teacher import load_teacher_vocab_size
 
 # Runs in a fresh interpreter with ESPnet alone: nothing of espnet_bertkd is imported (and the script checks it).
 PLAIN_ESPNET = textwrap.dedent(
@@ -38,30 +37,6 @@ PLAIN_ESPNET = textwrap.dedent(
     }))
     """
 )
-
-
-def kd_conf(teacher_dir: str, **overrides) -> dict:
-    conf = {
-        "ctc_weight": 0.3,
-        "kd_layers": [2, 3],
-        "kd_decoder_conf": dict(SMALL_KD_DECODER),
-        "teacher": {"model": teacher_dir, "mode": "cached", "topk": 4,
-                    "vocab_size": load_teacher_vocab_size(teacher_dir)},
-    }
-    conf.update(overrides)
-    return conf
-
-
-def write_trained(tmp_path, teacher_dir, decoder=None, encoder_conf=None, model_conf=None):
-    """A bertkd model and the config.yaml + model file ESPnet's trainer would have written for it."""
-    conf = model_conf or kd_conf(teacher_dir)
-    model = build_asr_model("conformer", conf, encoder_conf=encoder_conf, decoder=decoder)
-    config = asr_train_args("conformer", conf, encoder_conf=encoder_conf, decoder=decoder)
-    train_dir = tmp_path / "train"
-    train_dir.mkdir()
-    (train_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    torch.save(model.state_dict(), train_dir / "valid.loss.best.pth")
-    return model, config, train_dir / "config.yaml", train_dir / "valid.loss.best.pth"
 
 
 def n_params(model: torch.nn.Module) -> int:

@@ -1,7 +1,9 @@
 """Export a trained `model: bertkd` as a plain ESPnet CTC model: KD decoders and teacher dropped.
 
 The result loads in ESPnet with no plugin imported, every key matching, and has exactly the size and speed of a
-baseline trained without KD.
+baseline trained without KD. export_ctc writes it to a directory; espnet_bertkd.bin.pack_ctc makes the same export
+from the same steps (read_train_config, read_model_state, export_config, export_state_dict, check_loads) and packs
+it with ESPnet's packer.
 """
 from __future__ import annotations
 
@@ -19,6 +21,30 @@ from espnet_bertkd.asr.checkpoint import load_model_state
 from espnet_bertkd.utils.fileio import atomic_open, atomic_write_text
 
 ESPNET_MODEL_KEYS = frozenset(inspect.signature(ESPnetASRModel.__init__).parameters) - {"self"}
+
+
+class MismatchedWeights(RuntimeError):
+    """The model file does not hold the weights of the model its config builds (ESPnet would load it partially)."""
+
+
+def read_train_config(path: str) -> Dict[str, Any]:
+    """The training config.yaml as a mapping; a file that is not YAML or not a mapping is a ValueError naming it."""
+    with open(path, encoding="utf-8") as f:
+        try:
+            config = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} holds a {type(config).__name__}, not an ESPnet training config (a YAML mapping)")
+    return config
+
+
+def read_model_state(asr_model_file: str) -> Dict[str, torch.Tensor]:
+    """The model file's state dict, weights only: refuses a file that would run code and a training checkpoint."""
+    state = load_model_state(asr_model_file, mmap=False)
+    if "model" in state and isinstance(state["model"], dict):  # a checkpoint-like dict without optimizer state too
+        raise ValueError(f"{asr_model_file} is a training checkpoint; pass a model file (e.g. valid.cer_ctc.best.pth)")
+    return state
 
 
 def export_config(config: Mapping[str, Any]) -> Dict[str, Any]:
@@ -47,18 +73,14 @@ def check_loads(config: Mapping[str, Any], state: Mapping[str, torch.Tensor]) ->
         raise TypeError(f"exported config builds {type(model).__name__}, not ESPnetASRModel")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise RuntimeError(f"exported weights do not match: missing {missing}, unexpected {unexpected}")
+        raise MismatchedWeights(f"exported weights do not match: missing {missing}, unexpected {unexpected}")
     return sum(p.numel() for p in model.parameters())
 
 
 def export_ctc(asr_train_config: str, asr_model_file: str, output_dir: str) -> Tuple[Path, Path, int]:
     """Write OUTPUT_DIR/config.yaml and OUTPUT_DIR/model.pth; returns their paths and the parameter count."""
-    with open(asr_train_config, encoding="utf-8") as f:
-        config = export_config(yaml.safe_load(f))
-    state = load_model_state(asr_model_file, mmap=False)  # weights only: refuses a file that would run code
-    if "model" in state and isinstance(state["model"], dict):  # a checkpoint-like dict without optimizer state too
-        raise ValueError(f"{asr_model_file} is a training checkpoint; pass a model file (e.g. valid.cer_ctc.best.pth)")
-    state = export_state_dict(state)
+    config = export_config(read_train_config(asr_train_config))  # refused before the model file is read
+    state = export_state_dict(read_model_state(asr_model_file))
     params = check_loads(config, state)
     out = Path(output_dir)
     config_path, model_path = out / "config.yaml", out / "model.pth"

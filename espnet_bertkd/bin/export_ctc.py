@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from espnet_bertkd.asr.export import export_ctc
+from espnet_bertkd.asr.export import MismatchedWeights, export_ctc
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -18,7 +18,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = p.parse_args(argv)
     try:
         config, model, params = export_ctc(args.asr_train_config, args.asr_model_file, args.output_dir)
-    except (ValueError, OSError) as e:  # a refused model file, a config that is not `model: bertkd`, a bad path
+    except (ValueError, OSError, MismatchedWeights) as e:
+        # a refused model file, a config that is not `model: bertkd`, a bad path, the weights of another model
         sys.exit(f"export_ctc: {e}")
     print(f"wrote {config} and {model} ({params} parameters)")
 

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -28,7 +29,8 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from espnet_bertkd.utils.fileio import atomic_write_text, first_few, iter_table, read_dict, read_keys
+from espnet_bertkd.utils.fileio import (atomic_dir, atomic_write_text, first_few, iter_table, read_dict, read_keys,
+                                       read_pairs, write_table)
 
 KD_TOKEN = "kd_token"
 KD_PROB = "kd_prob"
@@ -307,3 +309,79 @@ def check_arks(scp: os.PathLike, show: int = 3) -> None:
             f"{listed}{more}. Re-run soft-label extraction with the same --output_dir: it redoes the chunks whose "
             "arks are missing or short"
         )
+
+
+# ------------------------------------------------------------------------------------------------ shared soft labels
+# ESPnet's speed-perturbed copies (Kaldi's perturb_data_dir_speed.sh): `sp<factor>-<utt>`, the factor as written.
+SPEED_PREFIX = re.compile(r"^sp(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)-")
+
+
+def strip_speed_prefix(utt: str) -> Optional[str]:
+    """`sp0.9-X` -> `X`; None for an id without ESPnet's speed-perturbation prefix."""
+    match = SPEED_PREFIX.match(utt)
+    return utt[match.end():] if match and match.end() < len(utt) else None
+
+
+def _source_ids(pairs: Sequence[Tuple[str, str]], hashes: Mapping[str, str]) -> Tuple[List[str], List[str]]:
+    """Each utterance's source in `hashes`: itself, else its id without the speed prefix. Returns (sources, the
+    utterances with none)."""
+    sources, orphans = [], []
+    for utt, _ in pairs:
+        source = utt if utt in hashes else strip_speed_prefix(utt)
+        if source is None or source not in hashes:
+            orphans.append(utt)
+        sources.append(source or utt)
+    return sources, orphans
+
+
+def share_soft_labels(src_dir: os.PathLike, text: os.PathLike, output_dir: os.PathLike, show: int = 5) -> int:
+    """Soft labels for `text` (e.g. data/train_sp/text) made of those in `src_dir` (e.g. dump/kd/train): each
+    utterance is found there under its own id or, failing that, without ESPnet's `sp<factor>-` prefix. A
+    speed-perturbed copy has its source's transcript, so the teacher's targets are the same: its scp lines point at
+    the source's ark offsets (nothing is copied), its kd_text.hash line is the source's and kd_meta.json is copied,
+    so the training preflight verifies them as it verifies the source. An utterance with no source, or whose
+    transcript differs from the one its source's labels were made from, is refused by name. The directory is
+    written whole (atomic_dir): re-running after the source was re-extracted replaces it. Returns the utterances
+    written."""
+    src, out = Path(src_dir), Path(output_dir)
+    if out.resolve() == src.resolve() or out.resolve() in src.resolve().parents:
+        raise ValueError(f"--output_dir {out} would replace the source soft labels in {src}: choose another "
+                         "directory (e.g. dump/kd/<train>_sp)")
+    missing = [str(src / name) for name in (f"{KD_TOKEN}.scp", f"{KD_PROB}.scp", TEXT_HASH_FILE, META_FILE)
+               if not (src / name).is_file()]
+    if missing:
+        raise ValueError(f"{', '.join(missing)}: no such file; the extraction into {src} did not finish (or wrote "
+                         "no fingerprints): run espnet_bertkd.bin.extract_soft_labels into it first")
+    hashes = read_dict(src / TEXT_HASH_FILE)
+    scps = {name: read_dict(src / f"{name}.scp") for name in KD_DATA_NAMES}
+    pairs = read_pairs(text)
+    sources, orphans = _source_ids(pairs, hashes)
+    if orphans:
+        raise ValueError(f"{text}: {len(orphans)} of its {len(pairs)} utterances have no soft labels in {src} (under "
+                         f"their own id or without the sp<factor>- prefix): {first_few(orphans, show)}; extract "
+                         "soft labels for their source set first")
+    unlabelled = [utt for utt, source in zip((u for u, _ in pairs), sources)
+                  if any(source not in scps[name] for name in KD_DATA_NAMES)]
+    if unlabelled:
+        raise ValueError(f"{src}: kd_text.hash lists the sources of {first_few(unlabelled, show)} but its scps lack "
+                         "them (a damaged extraction): re-run espnet_bertkd.bin.extract_soft_labels into it")
+    pending = [utt for utt, source in zip((u for u, _ in pairs), sources) if hashes[source] == UNKNOWN_HASH]
+    if pending:
+        raise ValueError(f"{src / TEXT_HASH_FILE}: the sources of {first_few(pending, show)} are marked unknown (an "
+                         "update of the extraction did not finish): re-run espnet_bertkd.bin.extract_soft_labels "
+                         "into it first")
+    changed = [utt for (utt, t), source in zip(pairs, sources) if hashes[source].split(" ")[0] != text_hash(t)]
+    if changed:
+        raise ValueError(f"{text}: {len(changed)} of its {len(pairs)} utterances have another transcript than the "
+                         f"one their source's soft labels in {src} were made from: {first_few(changed, show)}. "
+                         "Re-run soft-label extraction for the source set with its current text (asr.sh stage 4), "
+                         "or fix the copies' text")
+    for name in KD_DATA_NAMES:
+        check_arks(src / f"{name}.scp")  # the arks the copies will point into
+    with atomic_dir(out) as tmp:
+        for name in KD_DATA_NAMES:
+            write_table(tmp / f"{name}.scp", ((utt, scps[name][s]) for (utt, _), s in zip(pairs, sources)))
+        (tmp / META_FILE).write_bytes((src / META_FILE).read_bytes())
+        write_table(tmp / TEXT_HASH_FILE, ((utt, hashes[s]) for (utt, _), s in zip(pairs, sources)))
+    logging.info("%s: soft labels of %d utterances shared from %s", out, len(pairs), src)
+    return len(pairs)

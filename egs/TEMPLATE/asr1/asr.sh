@@ -40,8 +40,7 @@ ngpu=0                   # GPUs per training (stages 3, 7, 11; N > 1: ESPnet's D
                          # soft-label job (stage 4) when > 0
 num_nodes=1              # nodes per training (> 1: Slurm only, srun starts one process per node, as ESPnet's launch)
 gpu_inference=false      # true: every decoding job (stage 12) gets one GPU (--ngpu 1)
-use_lightning=false      # true: stage 11 trains with espnet2.bin.lightning_train (ESPnet 202611; Lightning's DDP)
-lightning_conf=""        # extra --lightning_conf YAML for it (devices and num_nodes come from --ngpu/--num_nodes)
+use_lightning=false      # ESPnet's option; true is refused: the Lightning trainer is not supported for bertkd yet
 cmd_backend=             # local | slurm (default: cmd.sh's, local)
 slurm_conf=              # the Slurm config (ESPnet's conf/slurm.conf format; default: conf/slurm.conf, else the
                          # template's)
@@ -207,9 +206,9 @@ _gpus=${ngpu}; [ "${gpu_inference}" = true ] && [ "${_gpus}" -lt 1 ] && _gpus=1
 if [ "${_gpus}" -gt 0 ] && [ "${cmd_backend}" = local ]; then
     ${python} -m espnet_bertkd.recipe.bin.run_jobs --check_gpu "${_gpus}" > /dev/null || exit 1
 fi
-if [ "${use_lightning}" = true ] && stage_on 11; then
-    ${python} -c 'import lightning, espnet2.bin.lightning_train' 2> /dev/null || { echo "$0: --use_lightning true" \
-        "needs ESPnet >= 202611 and Lightning (pip install lightning, or espnet[train])" >&2; exit 1; }
+if [ "${use_lightning}" != false ]; then
+    echo "$0: --use_lightning ${use_lightning}: ESPnet 202611's Lightning trainer is not supported for model: bertkd" \
+        "yet; train with ESPnet's trainer (--ngpu N is its DDP)" >&2; exit 1
 fi
 # The training set the stages after speed perturbation use
 src_train_set=${train_set}
@@ -478,18 +477,9 @@ if stage_on 11; then
                    --fold_length 80000 --seed "${seed}" --output_dir "${expdir}/${system}" "${kd_opts[@]}")
         # The command as words (the options' strings split at whitespace, nothing else: set -f, no evaluation), each
         # word quoted into train.sh, so that every value reaches the trainer verbatim
-        if [ "${use_lightning}" = true ]; then
-            # ESPnet 202611's Lightning trainer (DDP over --ngpu devices, --num_nodes nodes; CPU: gloo)
-            accelerator=cpu; devices=1; [ "${ngpu}" -gt 0 ] && { accelerator=gpu; devices=${ngpu}; }
-            cmd=("${dist_prefix[@]}" ${python} -m espnet_bertkd.launch -m espnet2.bin.lightning_train --task asr
-                 "${data_opts[@]}"
-                 --lightning_conf "{accelerator: ${accelerator}, devices: ${devices}, num_nodes: ${num_nodes}, default_root_dir: ${expdir}/${system}}"
-                 ${lightning_conf:+--lightning_conf "${lightning_conf}"} ${asr_args})
-        else
-            init=(); [ "${num_nodes}" -gt 1 ] && init=($(dist_init "${expdir}/${system}"))
-            cmd=("${dist_prefix[@]}" ${python} -m espnet_bertkd.bin.asr_train "${data_opts[@]}" --resume true
-                 "${dist_opts[@]}" "${init[@]}" ${asr_args})
-        fi
+        init=(); [ "${num_nodes}" -gt 1 ] && init=($(dist_init "${expdir}/${system}"))
+        cmd=("${dist_prefix[@]}" ${python} -m espnet_bertkd.bin.asr_train "${data_opts[@]}" --resume true
+             "${dist_opts[@]}" "${init[@]}" ${asr_args})
         { echo "#!/usr/bin/env bash"; echo "# Written by asr.sh stage 11 (run it by hand to retrain ${system})."
           printf 'cd %q || exit 1\n' "$(pwd)"
           printf '%q ' exec "${cmd[@]}"; printf '> %q 2>&1\n' "${expdir}/${system}.train.log"
@@ -606,7 +596,7 @@ if stage_on 14; then
         [ -f "${expdir}/${system}/${asr_model}" ] \
             || { echo "$0: Stage 14: ${expdir}/${system}/${asr_model} is missing (stage 11 trains ${system})" >&2; exit 1; }
         pack_opts=()
-        [ -f "${results_dir}/RESULTS.md" ] && pack_opts+=(--option "${results_dir}/RESULTS.md")
+        [ -f "${results_dir}/RESULTS.md" ] && pack_opts+=(--readme_extra "${results_dir}/RESULTS.md")
         run ${python} -m espnet_bertkd.bin.pack_ctc --asr_train_config "${expdir}/${system}/config.yaml" \
             --asr_model_file "${expdir}/${system}/${asr_model}" --outpath "${packed}" "${pack_opts[@]}"
         require "Stage 14" "${packed}"
