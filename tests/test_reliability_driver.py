@@ -54,7 +54,9 @@ def test_training_without_outputs_fails_the_stage(tmp_path):
     proc = asr_sh(root)
     assert proc.returncode == 0 and "Finished stages 11..11" in proc.stdout, proc.stderr
     assert (root / "exp/train_jobs/scripts.txt").read_text() == "exp/ctc/train.sh\nexp/kd/train.sh\n"
-    assert [argv_of(root / "exp" / s)[-1] for s in ("ctc", "kd")] == ["exp/ctc", "exp/kd"]  # --output_dir last
+    argvs = [argv_of(root / "exp" / s) for s in ("ctc", "kd")]
+    assert [a[a.index("--output_dir") + 1] for a in argvs] == ["exp/ctc", "exp/kd"]
+    assert all(a[a.index("--multiprocessing_distributed") + 1] == "true" for a in argvs)  # ESPnet's DDP
 
 
 def test_a_missing_training_script_fails_its_job(tmp_path):
