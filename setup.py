@@ -40,6 +40,11 @@ recipe_requires = [
 # tools/install.sh does). Its last release (0.0.7) has wheels for CPython <= 3.12 only; the plugin imports without it.
 lm_requires = ["flashlight-text>=0.0.7; python_version<'3.13'"]
 
+# ESPnet's Lightning trainer (espnet2.bin.lightning_train, asr.sh's --use_lightning true): ESPnet 202511 requires
+# lightning itself, 202611 only in its `train` extra, so this extra adds it where ESPnet 202611 is installed
+# (`pip install espnet-bertkd[lightning]`, which tools/install.sh does for 202611). Tested: 2.6.6.
+lightning_requires = ["lightning>=2.6; python_version>='3.12'"]
+
 setup(
     name="espnet-bertkd",
     version="0.2.0",
@@ -50,7 +55,7 @@ setup(
     python_requires=">=3.10,<3.14",
     packages=find_packages(include=["espnet_bertkd", "espnet_bertkd.*"]),
     install_requires=install_requires,
-    extras_require={"recipe": recipe_requires, "lm": lm_requires,
-                    "test": ["pytest>=7", *recipe_requires, *lm_requires]},
+    extras_require={"recipe": recipe_requires, "lm": lm_requires, "lightning": lightning_requires,
+                    "test": ["pytest>=7", *recipe_requires, *lm_requires, *lightning_requires]},
     license="Apache-2.0",
 )

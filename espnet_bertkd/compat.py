@@ -12,6 +12,16 @@ imports one name and never tries two import paths itself:
   g2p_en, which the phoneme tokenizers import): `import espnet_bertkd` installs an import hook that filters it
   out of exactly those modules' imports (`NOISY_MODULES`).
 
+- ESPnet's Lightning trainer (`espnet2.bin.lightning_train`, in both releases; 202511 installs `lightning` with
+  ESPnet, 202611 only with its `train` extra, so espnet-bertkd's `[lightning]` extra adds it there) starts a node's
+  other DDP processes by re-running the main module, which under `python -m espnet_bertkd.launch -m MODULE` is the
+  launcher: `relaunch_through_launcher` makes those processes run `launch -m MODULE` too (not `launch ARGS`, which
+  is no command), so that they register the plugin and train `model: bertkd` (`lightning_trainer_missing` says
+  where the trainer cannot run, for asr.sh's `--use_lightning true`). Its checkpoint averaging
+  (`AverageCheckpointsCallback`, which writes the ESPnet model file) reads Lightning checkpoints with torch.load's
+  default weights_only=True (torch >= 2.6), which refuses the argparse.Namespace Lightning saved as the
+  hyperparameters: `allow_namespace_in_checkpoints` lets torch.load accept that plain container there.
+
 Two differences need no branch: 202611 reads `kaldi_ark` inputs with omniio, which knows Kaldi's own matrix types
 only, so soft labels are Kaldi float32 matrices under both releases (espnet_bertkd.kd.soft_labels); and 202611 no
 longer installs `editdistance`, which ESPnet's CER/WER reports import, so setup.py requires it.
@@ -25,13 +35,14 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import functools
 import inspect
 import io
 import logging
 import sys
 from importlib import metadata
 from types import ModuleType
-from typing import Callable, ContextManager, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Callable, ContextManager, Dict, Iterator, List, Optional, Sequence, Tuple
 
 SUPPORTED_RELEASES = ("202511", "202611")
 
@@ -176,3 +187,85 @@ def without_decoder_none_warning() -> Iterator[None]:
     finally:
         for logger in loggers:
             logger.removeFilter(drop)
+
+
+# ---------------------------------------------------------------------------------------- the Lightning trainer
+LIGHTNING_TRAIN = "espnet2.bin.lightning_train"
+LAUNCHER = "espnet_bertkd.launch"
+# Where lightning.pytorch's DDP launcher (the default `start_method="popen"` of ESPnet's DDPStrategy) builds the
+# command of each further process on a node: `[python, -m, <__main__'s module>, *sys.argv[1:]]` (or the script's
+# path when __main__ is a script). Its `_call_children_scripts` looks the function up in this module at call time.
+LIGHTNING_SUBPROCESS_SCRIPT = "lightning.pytorch.strategies.launchers.subprocess_script"
+
+
+def lightning_trainer_missing() -> Optional[str]:
+    """Why ESPnet's Lightning trainer cannot run with this interpreter, in one sentence; None where it can."""
+    if importlib.util.find_spec(LIGHTNING_TRAIN) is None:
+        return (f"ESPnet {espnet_version()} has no Lightning trainer ({LIGHTNING_TRAIN}); train with ESPnet's "
+                f"trainer (--use_lightning false)")
+    if importlib.util.find_spec("lightning") is None:
+        return ("the lightning package is not installed (ESPnet's Lightning trainer needs it): "
+                "pip install 'espnet-bertkd[lightning]', or tools/install.sh")
+    return None
+
+
+def launched_module_command() -> Optional[List[str]]:
+    """The command that starts one more process of the run in progress, where this process is the plugin's launcher
+    running a module (`python -m espnet_bertkd.launch -m MODULE ARGS`: __main__ is the launcher and sys.argv is
+    [MODULE, ARGS...], as launch.run_module sets it); None otherwise."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is None or spec.name != LAUNCHER or not sys.argv or not sys.argv[0] or sys.argv[0].endswith(".py"):
+        return None
+    return [sys.executable, "-m", LAUNCHER, "-m", sys.argv[0], *sys.argv[1:]]
+
+
+def relaunch_through_launcher(module: ModuleType) -> None:
+    """Make Lightning's launcher module start a node's further DDP processes through the plugin's launcher when it
+    runs the training (idempotent; any other main module keeps Lightning's own command)."""
+    original = module._basic_subprocess_cmd
+    if getattr(original, "_through_launcher", False):
+        return
+
+    @functools.wraps(original)
+    def command():
+        return launched_module_command() or original()
+
+    command._through_launcher = True
+    module._basic_subprocess_cmd = command
+
+
+@contextlib.contextmanager
+def _after_lightning_launcher_import() -> Iterator[None]:
+    yield
+    relaunch_through_launcher(sys.modules[LIGHTNING_SUBPROCESS_SCRIPT])
+
+
+# ESPnet's module that averages the best Lightning checkpoints into `<monitor>.ave_<N>best.pth` with torch.load
+LIGHTNING_CALLBACKS = "espnet2.train.lightning_callbacks"
+
+
+def allow_namespace_in_checkpoints() -> None:
+    """Let torch.load(weights_only=True) read the argparse.Namespace of training arguments that ESPnet's
+    LitESPnetModel (`save_hyperparameters()`) puts into every Lightning checkpoint (idempotent)."""
+    import argparse
+
+    import torch.serialization
+
+    if argparse.Namespace not in torch.serialization.get_safe_globals():
+        torch.serialization.add_safe_globals([argparse.Namespace])
+
+
+@contextlib.contextmanager
+def _after_lightning_callbacks_import() -> Iterator[None]:
+    yield
+    allow_namespace_in_checkpoints()
+
+
+for _name, _hook, _now in ((LIGHTNING_SUBPROCESS_SCRIPT, _after_lightning_launcher_import,
+                            lambda: relaunch_through_launcher(sys.modules[LIGHTNING_SUBPROCESS_SCRIPT])),
+                           (LIGHTNING_CALLBACKS, _after_lightning_callbacks_import, allow_namespace_in_checkpoints)):
+    if _name in sys.modules:
+        _now()
+    else:
+        install_import_hook({_name: _hook})

@@ -12,13 +12,16 @@ check nothing (`espnet2.bin.tokenize_text`, 5 calls per asr.sh run).
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import runpy
 import sys
+from argparse import Namespace
 from typing import Iterator, List, Optional, Sequence
 
 import espnet_bertkd  # noqa: F401  (registers the plugin once ESPnet's ASR task is imported)
+from espnet_bertkd.compat import LIGHTNING_TRAIN
 
 USAGE = "usage: python -m espnet_bertkd.launch (-m MODULE | SCRIPT.py) [ARGS...]"
 
@@ -41,21 +44,43 @@ def _progress_to_stderr() -> Iterator[None]:
 
 
 def preflight(module: str, argv: Sequence[str]) -> List[str]:
-    """Checks that must fail before ESPnet builds anything or reads any data (asr_train only; see
-    espnet_bertkd.tasks.preflight). Returns options to append to ESPnet's command line (what the preflight resolved,
-    e.g. the teacher's vocabulary size, for ESPnet to save in config.yaml)."""
-    if module != "espnet2.bin.asr_train" or "--print_config" in argv:
+    """Checks that must fail before ESPnet builds anything or reads any data (ASR training, by ESPnet's trainer or its
+    Lightning trainer with `--task asr`; see espnet_bertkd.tasks.preflight). Returns options to append to ESPnet's
+    command line (what the preflight resolved, e.g. the teacher's vocabulary size, for ESPnet to save in
+    config.yaml)."""
+    if "--print_config" in argv:
         return []
-    from espnet2.tasks.asr import ASRTask
-
-    from espnet_bertkd.tasks.preflight import run_preflight
-
     try:
-        args = ASRTask.get_parser().parse_args(list(argv))
+        args = parse_asr_training_args(module, list(argv))
     except SystemExit:
         return []  # ESPnet itself reports the bad command line
+    if args is None:
+        return []
+    from espnet_bertkd.tasks.preflight import check_lightning_args, run_preflight
+
     with _progress_to_stderr():
+        if module == LIGHTNING_TRAIN:
+            check_lightning_args(args)
         return run_preflight(args)
+
+
+def parse_asr_training_args(module: str, argv: List[str]) -> Optional[Namespace]:
+    """The ASR training options as the trainer will parse them; None for any other module (or Lightning task)."""
+    from espnet2.tasks.asr import ASRTask
+
+    if module == "espnet2.bin.asr_train":
+        return ASRTask.get_parser().parse_args(argv)
+    if module != LIGHTNING_TRAIN:
+        return None
+    # lightning_train parses --task first, then the rest with the task's parser plus its own options
+    task = argparse.ArgumentParser(add_help=False)
+    task.add_argument("--task")
+    known, rest = task.parse_known_args(argv)
+    if known.task != "asr":
+        return None
+    from espnet2.bin.lightning_train import get_parser
+
+    return get_parser(ASRTask).parse_args(rest)
 
 
 def run_module(module: str, argv: Sequence[str]) -> None:

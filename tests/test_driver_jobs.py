@@ -27,6 +27,7 @@ STUB = r'''#!/usr/bin/env bash
 [ "$1" = -m ] && case "$2" in
   espnet_bertkd.bin.asr_train|espnet2.bin.lm_train|espnet_bertkd.bin.ctc_greedy_inference|espnet_bertkd.bin.asr_inference)
     exec REAL_PYTHON STUB_PY "$@" ;;
+  espnet_bertkd.launch) [ "$4" = espnet2.bin.lightning_train ] && exec REAL_PYTHON STUB_PY "$@" ;;
 esac
 exec REAL_PYTHON "$@"
 '''
@@ -194,6 +195,17 @@ def test_collect_stats_is_split_into_jobs_and_merged(recipe):
     assert int(np.load(stats / "train/feats_stats.npz")["count"]) == 4
 
 
+def test_collect_stats_of_a_kd_config_gets_the_teacher_option(recipe):
+    """Collect-stats builds the first system's model: a KD config's teacher (bert-base-uncased in the LibriSpeech
+    configs) must be the --teacher directory there as in training, or an offline machine fails at stage 10."""
+    proc = asr_sh(recipe, "--nj", "1", "--stage", "10", "--stop_stage", "10", "--systems", "kd ctc",
+                  "--teacher", "/models/bert base")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    argv = argv_of(recipe / "exp/asr_stats_char/logdir/stats.1")
+    assert argv[argv.index("--config") + 1] == "conf/train_asr_kd.yaml"
+    assert argv[argv.index("--model_conf") + 1] == "teacher.model='/models/bert base'"
+
+
 def test_the_lm_runs_through_the_launcher(recipe):
     """LM collect-stats (stage 6, --nj jobs) and training (stage 7, cuda_cmd with --ngpu GPUs, DDP) are jobs."""
     (recipe / "data/lm_train.txt").write_text("".join(f"lm{i} HELLO\n" for i in range(6)))
@@ -257,9 +269,65 @@ def test_multi_node_training_on_slurm_uses_srun(recipe):
     assert "--dist_init_method file://" in script
 
 
-def test_lightning_is_refused_until_supported(recipe):
-    proc = asr_sh(recipe, "--use_lightning", "true", "--stage", "11")
-    assert proc.returncode == 1 and "not supported for model: bertkd yet" in proc.stderr and "Stage" not in proc.stdout
+def lightning_conf(argv: List[str]) -> Dict[str, str]:
+    """The `--lightning_conf KEY=VALUE` options of a command line."""
+    return dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "--lightning_conf")
+
+
+def test_lightning_trains_through_the_launcher(recipe):
+    """--use_lightning true: stage 11 runs ESPnet's Lightning trainer through the plugin's launcher, with the same
+    config and data options as ESPnet's trainer and lightning_conf as ESPnet's asr.sh sets it (devices, num_nodes,
+    DDP; CPU processes with --ngpu 0). Where the installed ESPnet has no Lightning trainer it is refused up front."""
+    from espnet_bertkd.compat import lightning_trainer_missing
+
+    (recipe / "exp/asr_stats_char/train").mkdir(parents=True)
+    for f in ("feats_stats.npz", "speech_shape"):
+        (recipe / "exp/asr_stats_char/train" / f).touch()
+    missing = lightning_trainer_missing()
+    proc = asr_sh(recipe, "--use_lightning", "true", "--stage", "11", "--stop_stage", "11")
+    if missing is not None:
+        assert proc.returncode == 1 and "Stage" not in proc.stdout, proc.stdout
+        assert proc.stderr.strip().splitlines() == [f"{ASR_SH}: --use_lightning true: {missing}"]
+        return
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    for system in ("ctc", "kd"):
+        argv = argv_of(recipe / "exp" / system)
+        assert argv[:6] == ["-m", "espnet_bertkd.launch", "-m", "espnet2.bin.lightning_train", "--task", "asr"]
+        assert lightning_conf(argv) == {"devices": "1", "num_nodes": "1", "accelerator": "cpu", "strategy": "ddp",
+                                        "default_root_dir": f"'exp/{system}'"}
+        assert argv[argv.index("--config") + 1] == f"conf/train_asr_{system}.yaml"
+        assert argv[argv.index("--output_dir") + 1] == f"exp/{system}"
+        assert "--multiprocessing_distributed" not in argv and "--ngpu" not in argv  # ESPnet's trainer's options
+        assert "espnet2.bin.lightning_train" in (recipe / "exp" / system / "train.sh").read_text()
+    kd = argv_of(recipe / "exp/kd")  # the cached-teacher system reads stage 4's soft labels as data
+    assert any(a.endswith("kd_token.scp,kd_token,kaldi_ark") for a in kd)
+    assert not any("kd_token" in a for a in argv_of(recipe / "exp/ctc"))
+
+    # on a GPU cluster: one training job with the GPUs, Lightning's DDP over them
+    for system in ("ctc", "kd"):
+        (recipe / "exp" / system / "valid.cer_ctc.ave.pth").unlink()
+    proc = asr_sh(recipe, "--use_lightning", "true", "--cmd_backend", "slurm", "--ngpu", "2", "--systems", "kd",
+                  "--stage", "11", "--stop_stage", "11")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    [sub] = submissions(recipe)
+    assert "--gres=gpu:2" in sub
+    conf = lightning_conf(argv_of(recipe / "exp/kd"))
+    assert conf["devices"] == "2" and conf["accelerator"] == "gpu" and conf["strategy"] == "ddp"
+
+
+def test_lightning_without_espnets_lightning_trainer_is_refused_up_front(recipe, tmp_path):
+    """An ESPnet without espnet2.bin.lightning_train (here: an espnet2 package without it, first on the path)."""
+    fake = tmp_path / "fake_espnet"
+    (fake / "espnet2/bin").mkdir(parents=True)
+    (fake / "espnet2/__init__.py").touch()
+    (fake / "espnet2/bin/__init__.py").touch()
+    proc = asr_sh(recipe, "--use_lightning", "true", "--stage", "1", PYTHONPATH=f"{fake}{os.pathsep}{REPO}")
+    assert proc.returncode == 1 and "Stage" not in proc.stdout, proc.stdout
+    [line] = proc.stderr.strip().splitlines()  # one line, no traceback
+    assert "--use_lightning true: ESPnet" in line and "has no Lightning trainer (espnet2.bin.lightning_train)" in line
+    assert not (recipe / "data/lm_train.txt").exists()
+    proc = asr_sh(recipe, "--use_lightning", "yes", "--stage", "11")
+    assert proc.returncode == 1 and proc.stderr.strip().endswith("--use_lightning 'yes': true or false")
 
 
 def test_speed_perturbation_stage_makes_the_sp_set(recipe):

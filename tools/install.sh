@@ -27,8 +27,9 @@ top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 constraints=${top}/tools/constraints/espnet${espnet}.txt
 [ -f "${constraints}" ] || { echo "$0: ESPnet ${espnet} is not a supported release (no ${constraints})" >&2; exit 2; }
 case "${espnet}" in
-    202611) minors="3.12 3.13" ;;  # ESPnet 202611 requires Python >= 3.12, < 3.14
-    *) minors="3.11 3.10" ;;       # ESPnet 202511 installs on Python < 3.12
+    # ESPnet 202611 requires Python >= 3.12, < 3.14; its Lightning trainer's `lightning` comes with the extra
+    202611) minors="3.12 3.13"; extras=recipe,test,lm,lightning ;;
+    *) minors="3.11 3.10"; extras=recipe,test,lm ;;  # ESPnet 202511 installs on Python < 3.12 (and lightning itself)
 esac
 venv=${venv:-${top}/.venv}
 
@@ -50,5 +51,5 @@ fi
 
 echo "$0: ESPnet ${espnet}, $(${python} --version 2>&1), virtual environment ${venv}"
 [ -x "${venv}/bin/python" ] || "${python}" -m venv "${venv}"
-"${venv}/bin/python" -m pip install -q --disable-pip-version-check -c "${constraints}" -e "${top}[recipe,test,lm]"
+"${venv}/bin/python" -m pip install -q --disable-pip-version-check -c "${constraints}" -e "${top}[${extras}]"
 "${venv}/bin/python" -c 'import espnet2, espnet_bertkd.compat as c; print("installed: espnet", c.espnet_version())'

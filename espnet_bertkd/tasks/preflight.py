@@ -57,6 +57,19 @@ def run_preflight(args: Namespace) -> List[str]:
     return extra
 
 
+def check_lightning_args(args: Namespace) -> None:
+    """What ESPnet's Lightning trainer reads without a default, asked for before it builds the model (else a KeyError
+    or a failure inside Lightning after minutes of start-up)."""
+    conf = getattr(args, "lightning_conf", None) or {}
+    missing = [key for key in ("log_every_n_steps",) if key not in conf]
+    if missing:
+        raise ValueError(f"lightning_conf has no {', '.join(missing)}: ESPnet's Lightning trainer needs it "
+                         f"(e.g. `lightning_conf: {{log_every_n_steps: 100, max_epochs: 70}}` in the config)")
+    if getattr(args, "scheduler", None) is None:
+        raise ValueError("no scheduler: ESPnet's Lightning trainer needs one (e.g. `scheduler: warmuplr` with "
+                         "`scheduler_conf: {warmup_steps: 25000}`)")
+
+
 # ----------------------------------------------------------------------------------------------------- model_conf
 def check_model_config(args: Namespace) -> None:
     """model_conf against the model class: for bertkd every key and value (kd.config), for other models the keys."""

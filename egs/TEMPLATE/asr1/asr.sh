@@ -40,7 +40,7 @@ ngpu=0                   # GPUs per training (stages 3, 7, 11; N > 1: ESPnet's D
                          # soft-label job (stage 4) when > 0
 num_nodes=1              # nodes per training (> 1: Slurm only, srun starts one process per node, as ESPnet's launch)
 gpu_inference=false      # true: every decoding job (stage 12) gets one GPU (--ngpu 1)
-use_lightning=false      # ESPnet's option; true is refused: the Lightning trainer is not supported for bertkd yet
+use_lightning=false      # ESPnet's option: true trains (stage 11) with ESPnet's Lightning trainer, lightning_train
 cmd_backend=             # local | slurm (default: cmd.sh's, local)
 slurm_conf=              # the Slurm config (ESPnet's conf/slurm.conf format; default: conf/slurm.conf, else the
                          # template's)
@@ -78,6 +78,8 @@ inference_config=conf/decode_sf.yaml
 ngram_config=conf/decode_ngram.yaml  # beam_ngram's search settings (lm_weight, word_score, beam_size ...): required
 ngram_args="--batch_seconds 200"  # other options of ctc_lm_inference (beam_ngram)
 ngram_order=3            # the word n-gram of beam_ngram, estimated in stage 9 on the LM text
+ngram_train_args=""      # options of train_ngram (stage 9): KenLM's lmplz is used when on the PATH (as ESPnet), else
+                         # the Python estimator (<= 10M words); e.g. "--kenlm_bin /opt/kenlm/bin --kenlm_memory 8G"
 greedy_args="--batch_seconds 200"
 asr_model=valid.cer_ctc.ave.pth
 skip_upload_hf=true      # stage 15 uploads only with false
@@ -176,6 +178,14 @@ token_list=${token_dir}/tokens.txt
 declare -a asr_configs=()
 for system in ${systems}; do asr_configs+=(--asr_config "${asr_config_dir}/train_asr_${system}.yaml"); done
 kd_requirements() { ${python} -m espnet_bertkd.bin.kd_requirements --teacher "${teacher}" "$@"; }
+# set_kd_opts CONFIG: kd_mode (none, cached, online) and kd_opts, the --teacher override of a KD config's
+# model_conf.teacher.model for ESPnet (which writes it into the system's config.yaml). ESPnet reads a --model_conf
+# value as YAML: single-quoted (quotes doubled), any path stays a string.
+set_kd_opts() {
+    kd_mode=$(kd_requirements --asr_config "$1" --get mode)
+    kd_opts=()
+    if [ "${kd_mode}" != none ] && [ -n "${teacher}" ]; then kd_opts=(--model_conf "teacher.model='${teacher//\'/\'\'}'"); fi
+}
 asr_stats_dir=${asr_stats_dir:-${expdir}/asr_stats_${token_type}}
 lm_exp=${lm_exp:-${expdir}/lm}
 ngram_exp=${ngram_exp:-${lm_exp%/}_ngram}
@@ -206,9 +216,13 @@ _gpus=${ngpu}; [ "${gpu_inference}" = true ] && [ "${_gpus}" -lt 1 ] && _gpus=1
 if [ "${_gpus}" -gt 0 ] && [ "${cmd_backend}" = local ]; then
     ${python} -m espnet_bertkd.recipe.bin.run_jobs --check_gpu "${_gpus}" > /dev/null || exit 1
 fi
-if [ "${use_lightning}" != false ]; then
-    echo "$0: --use_lightning ${use_lightning}: ESPnet 202611's Lightning trainer is not supported for model: bertkd" \
-        "yet; train with ESPnet's trainer (--ngpu N is its DDP)" >&2; exit 1
+case "${use_lightning}" in true|false) ;; *) echo "$0: --use_lightning '${use_lightning}': true or false" >&2; exit 1 ;; esac
+if [ "${use_lightning}" = true ]; then  # the installed ESPnet must have its Lightning trainer (and lightning)
+    _why=$(${python} -c 'import espnet_bertkd.compat as c; print(c.lightning_trainer_missing() or "")') || exit 1
+    [ -z "${_why}" ] || { echo "$0: --use_lightning true: ${_why}" >&2; exit 1; }
+    if [ "${num_nodes}" -gt 1 ] && [ "${ngpu}" -gt 1 ]; then  # srun starts one process per node here
+        echo "$0: --use_lightning true with --num_nodes ${num_nodes}: one GPU per node (--ngpu 1) only" >&2; exit 1
+    fi
 fi
 # The training set the stages after speed perturbation use
 src_train_set=${train_set}
@@ -285,16 +299,16 @@ if stage_on 4; then
     if [ -z "${kd_config}" ]; then
         log "Stage 4: skip: no system of --systems reads cached soft labels (model_conf.teacher.mode: cached)"
     else
-        kd_opts=(--asr_config "${kd_config}" --device "${teacher_device}")
-        [ -n "${teacher}" ] && kd_opts+=(--teacher "${teacher}")
-        [ -n "${kd_dtype}" ] && kd_opts+=(--dtype "${kd_dtype}")
+        extract_opts=(--asr_config "${kd_config}" --device "${teacher_device}")
+        [ -n "${teacher}" ] && extract_opts+=(--teacher "${teacher}")
+        [ -n "${kd_dtype}" ] && extract_opts+=(--dtype "${kd_dtype}")
         for dset in "${src_train_set}" "${valid_set}"; do
             out=${dumpdir}/kd/${dset}
             log "Stage 4: teacher soft labels for ${dset} as ${kd_config} asks -> ${out} (${nj} jobs on ${teacher_device})"
             # Always run: on finished soft labels it recomputes only the utterances whose transcript changed (or
             # whose arks are gone) and is a quick no-op when everything matches their kd_text.hash
             ${cuda_cmd} --gpu "${teacher_gpus}" JOB=1:"${nj}" "${out}/log/extract.JOB.log" \
-                ${python} -m espnet_bertkd.bin.extract_soft_labels "${kd_opts[@]}" --text "${datadir}/${dset}/text" \
+                ${python} -m espnet_bertkd.bin.extract_soft_labels "${extract_opts[@]}" --text "${datadir}/${dset}/text" \
                 --output_dir "${out}" --nj "${nj}" --job JOB ${kd_args}
             require "Stage 4" "${out}/kd_token.scp" "${out}/kd_prob.scp" "${out}/kd_text.hash"
         done
@@ -418,7 +432,7 @@ if stage_on 9; then
         mkdir -p "${ngram_exp}"
         ${train_cmd} "${ngram_exp}/train_ngram.log" ${python} -m espnet_bertkd.recipe.bin.train_ngram \
             --text "${datadir}/lm_train.txt" --output_dir "${ngram_exp}" --order "${ngram_order}" \
-            --token_list "${token_list}" ${token_opts}
+            --token_list "${token_list}" ${token_opts} ${ngram_train_args}
         require "Stage 9 (log ${ngram_exp}/train_ngram.log)" "${ngram_exp}/lm.arpa" "${ngram_exp}/lexicon.txt" \
             "${ngram_exp}/ngram.json"
     fi
@@ -441,10 +455,11 @@ if stage_on 10; then
     log "Stage 10: ASR collect-stats -> ${asr_stats_dir}"
     if [ ! -f "${asr_stats_dir}/train/feats_stats.npz" ]; then lock_shared; fi  # another run may be writing them
     if [ ! -f "${asr_stats_dir}/train/feats_stats.npz" ]; then
+        set_kd_opts "${asr_config_dir}/train_asr_${first}.yaml"  # the model is built: its teacher must be found
         collect_stats espnet_bertkd.bin.asr_train "${asr_stats_dir}" "${datadir}/${train_set}/wav.scp" \
             "${datadir}/${valid_set}/wav.scp" ${common_asr_opts} --ngpu 0 \
             --config "${asr_config_dir}/train_asr_${first}.yaml" --normalize none \
-            $(asr_data_opts train "${train_set}" false) $(asr_data_opts valid "${valid_set}" false)
+            $(asr_data_opts train "${train_set}" false) $(asr_data_opts valid "${valid_set}" false) "${kd_opts[@]}"
         require "Stage 10 (logs ${asr_stats_dir}/logdir/stats.*.log)" "${asr_stats_dir}/train/feats_stats.npz" \
             "${asr_stats_dir}/train/speech_shape" "${asr_stats_dir}/valid/speech_shape"
     else
@@ -462,11 +477,8 @@ if stage_on 11; then
         log "Stage 11: training ${system} (${config}) -> ${expdir}/${system}, log ${expdir}/${system}.train.log"
         if [ -f "${expdir}/${system}/${asr_model}" ]; then log "skip: ${expdir}/${system}/${asr_model} exists"; continue; fi
         # KD systems in cached teacher mode read the soft labels of stage 4; online ones run the teacher themselves
-        mode=$(kd_requirements --asr_config "${config}" --get mode)
-        soft_labels=false; [ "${mode}" = cached ] && soft_labels=true
-        kd_opts=()  # --teacher: ESPnet writes it into the system's config.yaml
-        # ESPnet reads a --model_conf value as YAML: single-quoted (quotes doubled), any path stays a string
-        [ "${mode}" != none ] && [ -n "${teacher}" ] && kd_opts=(--model_conf "teacher.model='${teacher//\'/\'\'}'")
+        set_kd_opts "${config}"
+        soft_labels=false; [ "${kd_mode}" = cached ] && soft_labels=true
         mkdir -p "${expdir}/${system}"
         data_opts=(${common_asr_opts} --config "${config}"
                    --normalize global_mvn --normalize_conf "stats_file=${asr_stats_dir}/train/feats_stats.npz"
@@ -478,8 +490,19 @@ if stage_on 11; then
         # The command as words (the options' strings split at whitespace, nothing else: set -f, no evaluation), each
         # word quoted into train.sh, so that every value reaches the trainer verbatim
         init=(); [ "${num_nodes}" -gt 1 ] && init=($(dist_init "${expdir}/${system}"))
-        cmd=("${dist_prefix[@]}" ${python} -m espnet_bertkd.bin.asr_train "${data_opts[@]}" --resume true
-             "${dist_opts[@]}" "${init[@]}" ${asr_args})
+        if [ "${use_lightning}" = true ]; then
+            # ESPnet's Lightning trainer, through the plugin's launcher: lightning_conf as ESPnet's asr.sh sets it
+            # (devices, num_nodes, default_root_dir), DDP, CPU processes when --ngpu 0; the config's lightning_conf
+            # gives the rest (max_epochs, log_every_n_steps, best_model_criterion); Lightning resumes from last.ckpt
+            _devices=${ngpu} _accelerator=gpu; [ "${ngpu}" -eq 0 ] && _devices=1 _accelerator=cpu
+            cmd=("${dist_prefix[@]}" ${python} -m espnet_bertkd.launch -m espnet2.bin.lightning_train --task asr
+                 "${data_opts[@]}" --lightning_conf "devices=${_devices}" --lightning_conf "num_nodes=${num_nodes}"
+                 --lightning_conf "accelerator=${_accelerator}" --lightning_conf strategy=ddp
+                 --lightning_conf "default_root_dir='${expdir//\'/\'\'}/${system}'" ${asr_args})
+        else
+            cmd=("${dist_prefix[@]}" ${python} -m espnet_bertkd.bin.asr_train "${data_opts[@]}" --resume true
+                 "${dist_opts[@]}" "${init[@]}" ${asr_args})
+        fi
         { echo "#!/usr/bin/env bash"; echo "# Written by asr.sh stage 11 (run it by hand to retrain ${system})."
           printf 'cd %q || exit 1\n' "$(pwd)"
           printf '%q ' exec "${cmd[@]}"; printf '> %q 2>&1\n' "${expdir}/${system}.train.log"
@@ -558,13 +581,15 @@ if stage_on 12; then
     for system in ${sf_systems}; do
         [[ " ${sf_decodings} " == *" beam_ngram "* ]] || continue
         require "Stage 12 (stage 9 builds the n-gram)" "${ngram_exp}/lm.arpa" "${ngram_exp}/lexicon.txt"
+        _ngram_lm=${ngram_exp}/lm.arpa  # KenLM's binary when stage 9's build_binary made one: it loads faster
+        [ -f "${ngram_exp}/lm.bin" ] && _ngram_lm=${ngram_exp}/lm.bin
         for dset in ${sf_test_sets:-${test_sets}}; do
             out=${expdir}/${system}/decode_beam_ngram/${dset}
             log "Stage 12: lexicon CTC beam search + word n-gram ${system} ${dset} -> ${out}"
             decode_set "${out}" "${dset}" ${python} -m espnet_bertkd.bin.ctc_lm_inference \
                 --asr_train_config "${expdir}/${system}/config.yaml" \
                 --asr_model_file "${expdir}/${system}/${asr_model}" --ngpu "${_ngpu}" \
-                --lm "${ngram_exp}/lm.arpa" --lexicon "${ngram_exp}/lexicon.txt" --decode_config "${ngram_config}" \
+                --lm "${_ngram_lm}" --lexicon "${ngram_exp}/lexicon.txt" --decode_config "${ngram_config}" \
                 --data_path_and_name_and_type "${datadir}/${dset}/wav.scp,speech,sound" ${ngram_args}
         done
     done
