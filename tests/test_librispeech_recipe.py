@@ -211,6 +211,8 @@ def test_run_sh_names_existing_configs(corpus):
     assert sorted(p.name for p in conf_dir.glob("train_asr_*.yaml")) == sorted(f"train_asr_{s}.yaml" for s in SYSTEMS)
     for option in ("--lm_config", "--inference_config"):
         assert (RECIPES[corpus] / re.search(rf"{option} (\S+)", text).group(1)).is_file(), option
+    # beam_ngram (--sf_decodings "beam_lm beam_ngram", README stage 9) reads asr.sh's default --ngram_config
+    assert (RECIPES[corpus] / "conf" / "decode_ngram.yaml").is_file()
     # --teacher only relocates the configs' teacher (default: none, their bert-base-uncased); the configs own the rest
     shell = text + "".join(p.read_text() for p in sorted((REPO / "egs/librispeech/asr1/local").glob("*.sh")))
     assert "--nbpe 5000" in shell and "--teacher \"${teacher}\"" in shell and re.search(r"^teacher= ", shell, re.M)
@@ -406,3 +408,34 @@ def test_decode_config_parses(tmp_path):
                                     "--data_path_and_name_and_type", "wav.scp,speech,sound"])
     # a CTC-only model: CTC takes the whole weight (ESPnet's 0.3 is the CTC share against an attention decoder)
     assert (args.beam_size, args.ctc_weight, args.lm_weight, args.nbest) == (10, 1.0, 0.6, 1)
+
+
+def test_ngram_decode_config_parses():
+    """The lexicon search settings the LibriSpeech recipes give beam_ngram pass ctc_lm_inference's own checks."""
+    from espnet_bertkd.bin.ctc_lm_inference import get_parser, search_options
+
+    config = REPO / "egs/librispeech/asr1/conf/decode_ngram.yaml"
+    args = get_parser().parse_args(["--decode_config", str(config), "--lm", "none", "--asr_train_config", "c.yaml",
+                                    "--asr_model_file", "m.pth", "--data_path_and_name_and_type", "wav.scp,speech,sound",
+                                    "--output_dir", "out"])
+    options = search_options(args)
+    assert (options["lm_weight"], options["word_score"], options["beam_size"], options["beam_threshold"]) == \
+        (2.0, 1.0, 50, 25.0)
+
+
+def test_rehearsal_projects_by_what_each_stage_reads(capsys):
+    """local/rehearsal.py scales a stage's wall time by the data it reads, and tables every record in stage order."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rehearsal", REPO / "egs/librispeech_100/asr1/local/rehearsal.py")
+    rehearsal = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rehearsal)
+    corpus = {"hours": 960.9 / 10, "utterances": 28124, "words": 940355, "lm_words": 8.03e6, "test_hours": 2.14}
+    assert rehearsal.projection(2, 360.0, corpus, 2).startswith("1.0 h on 2 CPU cores (x10 audio)")
+    assert rehearsal.projection(9, 36.0, corpus, 2).startswith("1.0 h on 2 CPU cores (x100 LM words)")
+    assert rehearsal.projection(12, 120.0, corpus, 1).startswith("20 min per system")  # 120 s x 21.4 h / 2.14 h
+    record = {"stages": {k: {"wall_s": 60.0, "peak_rss_mib": 1024.0, "disk_mib": 2048.0, "projection_960h": k}
+                         for k in ("12 beam_ngram", "10", "12", "2")}}
+    rehearsal.print_table(record)
+    rows = [line.split("|")[1].strip() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert rows == ["2", "10", "12", "12 beam_ngram"]
