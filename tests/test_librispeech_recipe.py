@@ -430,10 +430,12 @@ def test_rehearsal_projects_by_what_each_stage_reads(capsys):
     spec = importlib.util.spec_from_file_location("rehearsal", REPO / "egs/librispeech_100/asr1/local/rehearsal.py")
     rehearsal = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(rehearsal)
-    corpus = {"hours": 960.9 / 10, "utterances": 28124, "words": 940355, "lm_words": 8.03e6, "test_hours": 2.14}
+    corpus = {"hours": 960.9 / 10, "utterances": 28124, "words": 940355, "lm_words": 8.03e6, "test_hours": 2.14,
+              "test_words": 210269 / 5}
     assert rehearsal.projection(2, 360.0, corpus, 2).startswith("1.0 h on 2 CPU cores (x10 audio)")
     assert rehearsal.projection(9, 36.0, corpus, 2).startswith("1.0 h on 2 CPU cores (x100 LM words)")
     assert rehearsal.projection(12, 120.0, corpus, 1).startswith("20 min per system")  # 120 s x 21.4 h / 2.14 h
+    assert rehearsal.projection(8, 60.0, corpus, 1).startswith("5 min on 2 CPU cores for the four sets (x5 words)")
     record = {"stages": {k: {"wall_s": 60.0, "peak_rss_mib": 1024.0, "disk_mib": 2048.0, "projection_960h": k}
                          for k in ("12 beam_ngram", "10", "12", "2")}}
     rehearsal.print_table(record)

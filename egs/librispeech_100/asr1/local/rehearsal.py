@@ -47,6 +47,7 @@ LM_STAGE_ARGS = ["--sf_systems", "inter_aed_kd", "--sf_decodings", "beam_lm beam
 # LibriSpeech 960 h against what the rehearsal measures: audio hours (what stages 2, 10-12 read), utterances and
 # transcript words (what stages 1, 4, 5 read); sp = three copies of the training audio, as in both.
 LIBRISPEECH_960 = {"hours": 960.9, "utterances": 281241, "words": 9403555}
+LIBRISPEECH_TEST_WORDS = 210269  # dev-clean, dev-other, test-clean, test-other: what stages 8 and 12 read
 LIBRISPEECH_LM_WORDS = 803e6  # librispeech-lm-norm.txt (40.4 M sentences), the LM text of ESPnet's recipe
 
 
@@ -116,7 +117,8 @@ def make_configs(workdir: Path) -> Path:
     conf = workdir / "conf"
     conf.mkdir(exist_ok=True)
     cached = (RECIPE / "conf" / "train_asr_inter_aed_kd.yaml").read_text()
-    assert "mode: cached" in cached
+    if "mode: cached" not in cached:
+        sys.exit(f"rehearsal: {RECIPE / 'conf' / 'train_asr_inter_aed_kd.yaml'} no longer says `mode: cached`")
     (conf / "train_asr_inter_aed_kd.yaml").write_text(cached)
     (conf / "train_asr_inter_aed_kd_online.yaml").write_text(cached.replace("mode: cached", "mode: online"))
     return conf
@@ -142,6 +144,9 @@ def projection(stage: int, wall_s: float, corpus: Dict[str, float], systems: int
         lm_words = LIBRISPEECH_LM_WORDS / corpus["lm_words"]
         return f"{wall_s * lm_words / 3600:.1f} h on 2 CPU cores (x{lm_words:.0f} LM words)" + (
             ", --nj 32 on 32: 1/16 of it" if stage == 6 else "; lmplz -S 20% streams counts to disk")
+    if stage == 8:
+        test_words = LIBRISPEECH_TEST_WORDS / corpus["test_words"]
+        return f"{wall_s * test_words / 60:.0f} min on 2 CPU cores for the four sets (x{test_words:.0f} words)"
     if stage == 7:
         return "ESPnet's 16-layer Transformer LM: days on GPUs (its LibriSpeech recipe)"
     if stage == 11:
@@ -171,6 +176,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     test_info = json.loads((workdir / "synth" / "corpus_info.json").read_text())["sets"]["test-clean"]
     corpus["test_hours"] = test_info["hours"]
     corpus["test_utterances"] = test_info["utterances"]
+    corpus["test_words"] = test_info["words"]
     teacher = make_teacher(workdir)
     conf = make_configs(workdir)
     for name in ("decode_sf.yaml", "decode_ngram.yaml", "train_lm_transformer.yaml"):  # named by run.sh, unused without --sf_systems
