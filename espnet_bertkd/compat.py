@@ -68,6 +68,7 @@ _NETS_NAMES = {
     "th_accuracy": "pytorch_backend.nets_utils",
     "add_sos_eos": "pytorch_backend.transformer.add_sos_eos",
     "LabelSmoothingLoss": "pytorch_backend.transformer.label_smoothing_loss",
+    "TooShortUttError": "pytorch_backend.transformer.subsampling",
 }
 
 

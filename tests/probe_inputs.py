@@ -4,9 +4,9 @@ user would give them, and say for each what happened.
     python tests/probe_inputs.py [--workdir DIR] [--cases 1,3,12] [--keep]
 
 Every case (tests/probes/*.py, CASES) runs in its own empty directory and prints one line:
-`case N name: detail -> verdict`, the verdict one of ok / silent / crash / code-exec (tests/probes/common.py). The
-last line is the count: `probe: N cases, N ok, S silent, C crash, X code-exec`. Exit status 1 unless every case is
-ok. Not part of the pytest suite (the pytest tests provoke the same cases one at a time); a few minutes on 2 cores.
+`case N name: detail -> verdict`, the verdict one of ok / silent / crash / code-exec / data-loss
+(tests/probes/common.py). The last line is the count: `probe: N cases, N ok, S silent, C crash, X code-exec,
+L data-loss`. Exit status 1 unless every case is ok. Not part of the pytest suite (the pytest tests provoke the same cases one at a time); a few minutes on 2 cores.
 """
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from espnet_bertkd.recipe.bin import validate_data_dir as validate_cli
 from espnet_bertkd.recipe.datadir import combine_data_dirs, fix_data_dir
 from espnet_bertkd.tasks.data_check import validate_data_dir
 from espnet_bertkd.recipe.librispeech import kaldi_set_name, prepare_librispeech, prepare_lm_text, scan_set
-from espnet_bertkd.utils.fileio import DataError
+from espnet_bertkd.utils.fileio import OWNER_FILE, DataError
 
 # reader -> chapter -> {utterance number: transcript}. Chapters 1240 and 12400 of one reader check C order:
 # '103-1240-0000' < '103-12400-0000' because '-' < '0'.
@@ -71,7 +71,7 @@ UTTS = ["103-1240-0000", "103-1240-0001", "103-12400-0000", "1272-128104-0000", 
 def test_prepare_librispeech_exact_contents(root, tmp_path):
     out = prepare_librispeech(root, "dev-clean", tmp_path / "data")
     assert out == tmp_path / "data" / "dev_clean"
-    assert sorted(p.name for p in out.iterdir()) == ["spk2gender", "spk2utt", "text", "utt2spk", "wav.scp"]
+    assert sorted(p.name for p in out.iterdir()) == [OWNER_FILE, "spk2gender", "spk2utt", "text", "utt2spk", "wav.scp"]
     assert (out / "wav.scp").read_text() == "".join(f"{u} {flac(root, u)}\n" for u in UTTS)
     assert (out / "text").read_text() == (
         "103-1240-0000 CHAPTER ONE\n"
@@ -99,7 +99,7 @@ def test_set_names_and_rerun_replaces_stale_files(root, tmp_path):
     (out / "segments").write_text("stale\n")
     (root / "SPEAKERS.TXT").unlink()
     prepare_librispeech(root, "dev-clean", tmp_path / "data")
-    assert sorted(p.name for p in out.iterdir()) == ["spk2utt", "text", "utt2spk", "wav.scp"]
+    assert sorted(p.name for p in out.iterdir()) == [OWNER_FILE, "spk2utt", "text", "utt2spk", "wav.scp"]
     assert len((out / "wav.scp").read_text().splitlines()) == 6
 
 
@@ -289,7 +289,7 @@ def test_combine_data_dirs(root, tmp_path, capsys):
     assert combine_data_dirs([a, b], tmp_path / "data" / "dev") == (8, 6)
     dev = tmp_path / "data" / "dev"
     # spk2gender is not in every source, so it is left out of the result
-    assert sorted(p.name for p in dev.iterdir()) == ["spk2utt", "text", "utt2spk", "wav.scp"]
+    assert sorted(p.name for p in dev.iterdir()) == [OWNER_FILE, "spk2utt", "text", "utt2spk", "wav.scp"]
     assert [line.split()[0] for line in (dev / "text").read_text().splitlines()] == [
         "1-20-0001", "103-1240-0000", "103-1240-0001", "103-12400-0000", "1272-128104-0000", "1272-128104-0002",
         "19-198-0000", "2-10-0000"]

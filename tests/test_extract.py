@@ -167,16 +167,19 @@ def test_resume_recomputes_only_missing_chunk(tmp_path, text_file, config, monke
 
 
 def test_garbage_ark_without_scp_is_overwritten(tmp_path, text_file, config):
+    fresh = tmp_path / "fresh"
+    extract(text_file, str(fresh), config, chunk_size=3)
+    ref = load(fresh)
     out = tmp_path / "kd"
-    for name in KD_DATA_NAMES:  # a job died while writing its first chunk: arks exist, scps do not
+    out.mkdir()
+    # a job died while writing its first chunk: kd_meta.json (written before any chunk) and arks exist, scps do not
+    (out / META_FILE).write_bytes((fresh / META_FILE).read_bytes())
+    for name in KD_DATA_NAMES:
         ark, _ = chunk_paths(out, 1, 1, 0, name)
         ark.parent.mkdir(parents=True, exist_ok=True)
         ark.write_bytes(b"\xff" * 4096)
     assert extract(text_file, str(out), config, chunk_size=3)
     got = load(out)
-    fresh = tmp_path / "fresh"
-    extract(text_file, str(fresh), config, chunk_size=3)
-    ref = load(fresh)
     for u in UTTS:
         for x, y in zip(got[u], ref[u]):
             np.testing.assert_array_equal(x, y)

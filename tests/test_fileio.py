@@ -20,8 +20,8 @@ from espnet_bertkd.recipe.librispeech import Utterance, prepare_lm_text, write_d
 from espnet_bertkd.recipe.score import score_texts
 from espnet_bertkd.recipe.scp import split_scp
 from espnet_bertkd.tasks.data_check import spk2utt_rows, validate_loader_inputs
-from espnet_bertkd.utils.fileio import (DataError, atomic_dir, atomic_open, iter_table, location, read_pairs,
-                                        read_table, replace_dir)
+from espnet_bertkd.utils.fileio import (OWNER_FILE, DataError, OutputDirError, atomic_dir, atomic_open,
+                                        check_output_dir, iter_table, location, read_pairs, read_table, replace_dir)
 from espnet_bertkd.utils.jobs import job_range, split_sizes
 
 GOOD = "u1 HELLO THERE\nu2 TWO WORDS\nu3 THREE\n"
@@ -115,16 +115,16 @@ def test_atomic_open_keeps_the_old_file_on_error(tmp_path):
 
 def test_atomic_dir_keeps_the_old_directory_when_the_write_fails(tmp_path):
     out = tmp_path / "model"
-    out.mkdir()
-    (out / "weights").write_text("old")
+    with atomic_dir(out, "tool") as tmp:
+        (tmp / "weights").write_text("old")
     with pytest.raises(RuntimeError):
-        with atomic_dir(out) as tmp:
+        with atomic_dir(out, "tool") as tmp:
             (tmp / "weights").write_text("new, half")
             raise RuntimeError("killed")
     assert sorted(os.listdir(tmp_path)) == ["model"] and (out / "weights").read_text() == "old"
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "tool") as tmp:
         (tmp / "weights").write_text("new")
-    assert sorted(os.listdir(tmp_path)) == ["model"] and os.listdir(out) == ["weights"]
+    assert sorted(os.listdir(tmp_path)) == ["model"] and sorted(os.listdir(out)) == [OWNER_FILE, "weights"]
     assert (out / "weights").read_text() == "new"
 
 
@@ -143,11 +143,11 @@ def test_replace_dir_puts_the_old_directory_back_when_the_swap_fails(tmp_path, m
 
     monkeypatch.setattr(os, "replace", failing)
     with pytest.raises(OSError, match="disk full"):
-        replace_dir(new, out)
+        replace_dir(new, out, "tool", overwrite=True)
     assert (out / "config.json").read_text() == "old"
     assert sorted(os.listdir(tmp_path)) == ["teacher", "teacher.new"]
     monkeypatch.setattr(os, "replace", real_replace)
-    replace_dir(new, out)
+    replace_dir(new, out, "tool", overwrite=True)
     assert (out / "config.json").read_text() == "new" and os.listdir(tmp_path) == ["teacher"]
 
 
@@ -163,7 +163,7 @@ def test_a_directory_left_aside_by_a_killed_swap_is_restored(tmp_path):
     aside.mkdir()
     (aside / "text").write_text("old\n")
     with pytest.raises(RuntimeError):
-        with atomic_dir(out):
+        with atomic_dir(out, "tool", overwrite=True):
             raise RuntimeError("fails again")
     assert (out / "text").read_text() == "old\n" and os.listdir(tmp_path) == ["data"]
 
@@ -217,3 +217,56 @@ def test_job_range_is_extracts_historical_convention():
     assert split_sizes(10, 4) == [2, 3, 2, 3]
     with pytest.raises(ValueError):
         job_range(5, 2, 3)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# output directories: a tool replaces only what it made
+
+
+def test_check_output_dir_refuses_what_the_tool_did_not_make(tmp_path):
+    check_output_dir(tmp_path / "absent", "tool")  # absent: fine
+    (tmp_path / "empty").mkdir()
+    check_output_dir(tmp_path / "empty", "tool")  # empty: fine
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "valid.loss.ave.pth").write_bytes(b"model")
+    with pytest.raises(OutputDirError, match=r"exp: exists, was not made by tool and holds 'valid.loss.ave.pth'.*"
+                                             r"--overwrite true"):
+        check_output_dir(exp, "tool")
+    check_output_dir(exp, "tool", overwrite=True)
+    (exp / OWNER_FILE).write_text("other_tool\n")
+    with pytest.raises(OutputDirError, match="was made by other_tool"):
+        check_output_dir(exp, "tool")
+    (exp / OWNER_FILE).write_text("tool\n")
+    check_output_dir(exp, "tool")  # its own earlier output
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputDirError, match="--output_dir .*file: is a file, not a directory"):
+        check_output_dir(tmp_path / "file", "tool", overwrite=True)
+
+
+def test_check_output_dir_never_replaces_an_input_even_with_overwrite(tmp_path):
+    data = tmp_path / "data"
+    (data / "train").mkdir(parents=True)
+    for output in (data, data / "train", tmp_path):
+        with pytest.raises(OutputDirError, match="holds the input .*train.*choose a directory outside the inputs"):
+            check_output_dir(output, "tool", inputs=[data / "train"], overwrite=True)
+    check_output_dir(data / "train_sp", "tool", inputs=[data / "train"])  # a sibling: fine
+    (data / "train" / "sub").mkdir()
+    check_output_dir(data / "train" / "sub", "tool", inputs=[data / "train"])  # inside an input: nothing deleted
+
+
+def test_atomic_dir_checks_before_the_work_and_marks_its_output(tmp_path):
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "wav.scp").write_text("a a.wav\n")
+    ran = []
+    with pytest.raises(OutputDirError):
+        with atomic_dir(out, "tool"):
+            ran.append(1)
+    assert ran == [] and sorted(os.listdir(out)) == ["wav.scp"]
+    with atomic_dir(out, "tool", overwrite=True) as tmp:
+        (tmp / "text").write_text("a A\n")
+    assert sorted(os.listdir(out)) == [OWNER_FILE, "text"] and (out / OWNER_FILE).read_text() == "tool\n"
+    with atomic_dir(out, "tool") as tmp:  # now its own: replaced without --overwrite
+        (tmp / "text").write_text("a B\n")
+    assert (out / "text").read_text() == "a B\n"

@@ -13,8 +13,8 @@ import pytest
 from espnet_bertkd.recipe.bin import run_jobs as cli
 from espnet_bertkd.recipe.bin import split_scp as split_cli
 from espnet_bertkd.utils.fileio import DataError
-from espnet_bertkd.recipe.jobs import (JobsFailed, ResourceError, Resources, SlurmConfig, run_jobs, run_local,
-                                       slurm_script, visible_gpus)
+from espnet_bertkd.recipe.jobs import (THREAD_VARS, JobsFailed, ResourceError, Resources, SlurmConfig, run_jobs,
+                                       run_local, slurm_script, visible_gpus)
 from espnet_bertkd.recipe.scp import merge_scp, split_scp
 from espnet_bertkd.utils.jobs import split_sizes
 
@@ -237,7 +237,9 @@ def test_local_jobs_share_the_cores(tmp_path, monkeypatch):
 # Kaldi's interface (cmd.sh's train_cmd / cuda_cmd / decode_cmd), GPUs shared out locally, ESPnet's slurm.conf
 
 
-def test_kaldi_form_cli(tmp_path):
+def test_kaldi_form_cli(tmp_path, monkeypatch):
+    for name in THREAD_VARS:  # the default share of the cores, whatever threads the suite runs with
+        monkeypatch.delenv(name, raising=False)
     cli.main(["--num_threads", "1", "JOB=1:3", f"{tmp_path}/k.JOB.log", "touch", f"{tmp_path}/k.JOB"])
     assert all((tmp_path / f"k.{j}").exists() for j in (1, 2, 3))
     cli.main([f"{tmp_path}/one.log", "bash", "-c", "echo $OMP_NUM_THREADS"])  # no range: one job

@@ -136,6 +136,12 @@ def test_score_cli(tmp_path, capsys):
     ref = write(tmp_path / "data" / "text", "u1 A B C D\nu2 E F\n")
     decode = tmp_path / "exp" / "ctc" / "decode_greedy" / "test"
     write(decode / "1best_recog" / "text", "u1 A X C\nu2 E F\n")
+    # without speed.json (written last by every decoder) the decoding did not finish: refused, nothing scored
+    with pytest.raises(SystemExit) as e:
+        score_cli.main(["--ref", str(ref), "--decode_dir", str(decode)])
+    assert "no speed.json, so its decoding did not finish" in str(e.value.code)
+    assert not (decode / "result.json").exists()
+    write(decode / "speed.json", "{}\n")
     score_cli.main(["--ref", str(ref), "--decode_dir", str(decode)])
     assert "WER 33.33% (2/6: 1 sub, 1 del, 0 ins)" in capsys.readouterr().out
     assert json.loads((decode / "result.json").read_text())["errors"] == 2

@@ -308,3 +308,25 @@ def test_tokens_to_text_words():
 def test_online_texts_round_trip_characters(teacher_dir):
     online = OnlineSoftLabels(TeacherConfig(model=teacher_dir, mode="online"), TOKENS, "<space>")
     assert online.texts(*encode_text(TEXTS)) == TEXTS
+
+
+def test_soft_label_comparison_forgives_rounding_and_near_ties_only():
+    """conftest.assert_soft_labels_close, the meaning of "the same soft labels" across batchings."""
+    tok = np.array([[5, 1, 2, 3]], dtype=np.float32)
+    prob = np.array([[0.5, 0.3, 0.2]], dtype=np.float32)
+    assert_soft_labels_close({"u": (tok, prob + 5e-7)}, {"u": (tok, prob)})  # rounding
+    with pytest.raises(AssertionError, match="probs"):
+        assert_soft_labels_close({"u": (tok, prob + 3e-6)}, {"u": (tok, prob)})
+    last = tok.copy()
+    last[0, 3] = 9  # the k-th id: tied with the unseen k+1-th
+    assert_soft_labels_close({"u": (last, prob)}, {"u": (tok, prob)})
+    swapped = tok.copy()
+    swapped[0, 1], swapped[0, 2] = 2, 1
+    with pytest.raises(AssertionError, match="near-tie"):
+        assert_soft_labels_close({"u": (swapped, prob)}, {"u": (tok, prob)})
+    tie = np.array([[0.4, 0.4 - 5e-7, 0.2]], dtype=np.float32)
+    assert_soft_labels_close({"u": (swapped, tie)}, {"u": (tok, tie)})
+    other = tok.copy()
+    other[0, 0] = 6  # a transcript token: never forgiven
+    with pytest.raises(AssertionError, match="transcript tokens"):
+        assert_soft_labels_close({"u": (other, prob)}, {"u": (tok, prob)})

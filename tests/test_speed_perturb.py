@@ -216,7 +216,7 @@ def test_copies_share_the_source_soft_labels_and_pass_the_preflight(source, tmp_
 
     # an edited transcript of a copy: the preflight refuses the shared labels, and sharing refuses it by name
     pairs = read_pairs(dst / "text")
-    edited = dict(pairs, **{"sp1.1-spkB-0001": "A DIFFERENT TRANSCRIPT"})
+    edited = dict(pairs, **{"sp1.1-spkB-0001": "THE DOGS SEE THE KNIGHT"})
     (dst / "text").write_text("".join(f"{u} {edited[u]}\n" for u, _ in pairs))
     with pytest.raises(ValueError, match=r"for 1 of its 15 utterances: 'sp1\.1-spkB-0001'"):
         check_soft_labels(preflight_args(dst / "text", kd_sp, teacher_dir))
@@ -229,12 +229,12 @@ def test_copies_share_the_source_soft_labels_and_pass_the_preflight(source, tmp_
     (tmp_path / "orphan").write_text("sp0.9-spkC-0001 I WANT TO GO TOO\n")
     message = refusal(lambda: share(kd, tmp_path / "orphan", kd_sp))
     assert "1 of its 1 utterances have no soft labels" in message and "'sp0.9-spkC-0001'" in message
-    assert "would replace the source" in refusal(lambda: share(kd, dst / "text", kd))
-    assert "would replace the source" in refusal(lambda: share(kd, dst / "text", kd.parent))
+    assert f"holds the input {kd}" in refusal(lambda: share(kd, dst / "text", kd))
+    assert f"holds the input {kd}" in refusal(lambda: share(kd, dst / "text", kd.parent))
 
     # the source re-extracted for its own edited text (the copies' text follows it): sharing again rewrites the dir
     src_pairs = read_pairs(source / "text")
-    new = dict(src_pairs, **{"spkB-0001": "A DIFFERENT TRANSCRIPT"})
+    new = dict(src_pairs, **{"spkB-0001": "THE DOGS SEE THE KNIGHT"})
     (source / "text").write_text("".join(f"{u} {new[u]}\n" for u, _ in src_pairs))
     (dst / "text").write_text("".join(f"{u} {new[strip_speed_prefix(u) or u]}\n" for u, _ in pairs))
     assert extract(str(source / "text"), str(kd), config, nj=2, chunk_size=2)

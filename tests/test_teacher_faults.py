@@ -195,6 +195,55 @@ def test_tokenizer_mismatch_stops_extraction_before_writing(mismatched_dir, tmp_
     assert snapshot(tmp_path / "kd") == {}
 
 
+@pytest.fixture(scope="module")
+def tokenizerless_dir(tmp_path_factory) -> str:
+    """A teacher directory without its tokenizer files: transformers makes a 5-token stand-in that reads every word
+    as [UNK] (issue 24: extraction and online training used to report success on it)."""
+    root = str(tmp_path_factory.mktemp("tokenizerless"))
+    build_bert(TEXTS * 4, root, vocab_size=60)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        Path(root, name).unlink(missing_ok=True)
+    return root
+
+
+def test_teacher_without_tokenizer_files_is_refused_everywhere(tokenizerless_dir, tmp_path):
+    from espnet_bertkd.tasks.preflight import check_soft_labels
+
+    with pytest.raises(ValueError, match=r"tokenizer has only \d+ tokens but the model's vocabulary has 60: its "
+                                         r"tokenizer files .* are missing"):
+        MaskedLMTeacher(TeacherConfig(model=tokenizerless_dir))
+    text = tmp_path / "text"
+    write_text(text, TEXTS[:2])
+    with pytest.raises(ValueError, match="tokenizer files"):
+        extract(str(text), str(tmp_path / "kd"), TeacherConfig(model=tokenizerless_dir, topk=TOPK))
+    assert not (tmp_path / "kd").exists()
+    # online mode: the training preflight, before ESPnet starts
+    args = preflight_args(tmp_path, {"model": tokenizerless_dir, "mode": "online", "topk": TOPK})
+    with pytest.raises(ValueError, match="tokenizer files"):
+        check_soft_labels(args)
+
+
+def test_transcripts_the_tokenizer_cannot_read_are_refused_naming_them(tmp_path, caplog):
+    from espnet_bertkd.tasks.preflight import check_soft_labels
+
+    # a teacher that never saw the letters J, Q, X, Z: a word of them is [UNK]
+    teacher = build_bert(TEXTS * 4, str(tmp_path / "teacher"), vocab_size=60)
+    text = tmp_path / "text"
+    write_text(text, ["JAZZ QUIZ", "FIX JAZZ", *TEXTS[:2]])
+    with pytest.raises(ValueError, match=r"maps 4 of the \d+ tokens of .*text \(\d+%\) to its unknown token "
+                                         r"'\[UNK\]', e.g. in spk-000 \(JAZZ, QUIZ\), spk-001 \(FIX, JAZZ\)"):
+        extract(str(text), str(tmp_path / "kd"), TeacherConfig(model=teacher, topk=TOPK))
+    assert not (tmp_path / "kd").exists()
+    args = preflight_args(tmp_path, {"model": teacher, "mode": "online", "topk": TOPK})
+    with pytest.raises(ValueError, match="to its unknown token"):
+        check_soft_labels(args)
+    # one unknown word in many: extracted, with a warning naming it
+    write_text(text, ["JAZZ", *(TEXTS * 3)])
+    with caplog.at_level(logging.WARNING):
+        assert extract(str(text), str(tmp_path / "kd"), TeacherConfig(model=teacher, topk=TOPK))
+    assert "1 of the" in caplog.text and "spk-000 (JAZZ)" in caplog.text
+
+
 # --------------------------------------------------------------------------------- 3. decoder vocabulary vs teacher
 def test_configured_vocab_size_differs_from_teacher(teacher_dir, teacher_vocab):
     with pytest.raises(ValueError) as err:

@@ -263,7 +263,7 @@ def test_trained_config_decodes_without_the_teacher(tmp_path, teacher_dir):
         d.mkdir(parents=True)
         lines, shapes = [], []
         for i, t in enumerate(texts):
-            n = 8000 + 400 * i
+            n = 24000 + 800 * i  # 1.5 s and more: CTC can align each transcript (the preflight checks it)
             wave = 0.1 * np.sin(np.arange(n) * 0.05 * (i + 1)) + 0.01 * rng.standard_normal(n)
             soundfile.write(d / f"{i}.wav", wave.astype(np.float32), 16000)
             lines.append(f"{UTTS[i]} {d / f'{i}.wav'}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import pickle
 import zipfile
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -45,6 +46,25 @@ def _listing(keys: List[str]) -> str:
     return shown + (f" ... ({len(keys) - SHOWN} more)" if len(keys) > SHOWN else "")
 
 
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines or [type(error).__name__])[0][:200]
+
+
+def built_from_file(build: Any, config_file: Optional[str], model_file: Optional[str], device: str) -> Tuple[Any, Any]:
+    """ESPnet's build_model_from_file (`build`), its shape mismatch (a model file of another config with the same
+    layer names) said in one line naming both files instead of torch's listing of every tensor."""
+    try:
+        return build(config_file, model_file, device)
+    except RuntimeError as e:
+        mismatch = [line.strip() for line in str(e).splitlines() if "size mismatch" in line]
+        if not mismatch:
+            raise
+        raise ModelFileError(f"{model_file} does not match the model built from {config_file}: {len(mismatch)} "
+                             f"tensors have other shapes, e.g. {mismatch[0]} Pass the config the model was trained "
+                             "with (its exp dir's config.yaml).") from None
+
+
 def _weights_only_reason(error: Exception) -> str:
     """The line of torch's weights-only refusal that names what the file holds (e.g. `GLOBAL posix.system`)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -57,9 +77,16 @@ def load_model_state(model_file: str, mmap: bool = True) -> Dict[str, Any]:
     plain containers; nothing in the file is executed). Refuses, naming the file: a pickle holding any other object
     (it would run code on a full load), a training checkpoint (checkpoint.pth) and anything but a dict. A deepspeed
     file's "module" is unwrapped, as ESPnet does."""
+    if not os.path.isfile(model_file):
+        raise ModelFileError(f"{model_file}: no such model file")
+    if os.path.getsize(model_file) == 0:
+        raise ModelFileError(f"{model_file} is empty (a training killed while saving it?): pass another model file")
     try:
         state = torch.load(model_file, map_location="cpu", weights_only=True,
                            mmap=mmap and zipfile.is_zipfile(model_file))
+    except (EOFError, RuntimeError, zipfile.BadZipFile) as e:  # torch's reader on a cut or foreign file
+        raise ModelFileError(f"{model_file} is truncated or not a PyTorch model file ({_first_line(e)}): copy it "
+                             "again, or pass another model file") from None
     except pickle.UnpicklingError as e:
         raise ModelFileError(
             f"{model_file} is not a plain weights file and was not loaded ({_weights_only_reason(e)}): model files "
@@ -106,7 +133,7 @@ def build_model_checked(asr_train_config: str, asr_model_file: Optional[str], de
     from espnet2.tasks.asr import ASRTask
 
     state = load_model_state(asr_model_file) if asr_model_file is not None else None  # refused before ESPnet reads it
-    model, args = ASRTask.build_model_from_file(asr_train_config, asr_model_file, device)
+    model, args = built_from_file(ASRTask.build_model_from_file, asr_train_config, asr_model_file, device)
     if asr_model_file is not None:
         check_model_file(model, asr_model_file, asr_train_config, state)
     return model, args
@@ -122,7 +149,7 @@ def _patched_build_model_from_file(task: type, check_keys: bool) -> Iterator[Non
 
     def checked(cls, config_file=None, model_file=None, device="cpu"):
         state = load_model_state(model_file) if model_file is not None else None
-        model, args = original(config_file, model_file, device)
+        model, args = built_from_file(original, config_file, model_file, device)
         if check_keys and model_file is not None:
             check_model_file(model, model_file, config_file, state)
         return model, args

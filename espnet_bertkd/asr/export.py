@@ -18,8 +18,9 @@ from espnet2.asr.espnet_model import ESPnetASRModel
 
 from espnet_bertkd.asr.bertkd_model import MODEL_NAME, ESPnetBertKDModel
 from espnet_bertkd.asr.checkpoint import load_model_state
-from espnet_bertkd.utils.fileio import atomic_open, atomic_write_text
+from espnet_bertkd.utils.fileio import atomic_dir, check_output_dir
 
+EXPORT_OWNER = "export_ctc"  # the owner marker of export directories (check_output_dir)
 ESPNET_MODEL_KEYS = frozenset(inspect.signature(ESPnetASRModel.__init__).parameters) - {"self"}
 
 
@@ -77,14 +78,19 @@ def check_loads(config: Mapping[str, Any], state: Mapping[str, torch.Tensor]) ->
     return sum(p.numel() for p in model.parameters())
 
 
-def export_ctc(asr_train_config: str, asr_model_file: str, output_dir: str) -> Tuple[Path, Path, int]:
-    """Write OUTPUT_DIR/config.yaml and OUTPUT_DIR/model.pth; returns their paths and the parameter count."""
+def export_ctc(asr_train_config: str, asr_model_file: str, output_dir: str,
+               overwrite: bool = False) -> Tuple[Path, Path, int]:
+    """Write OUTPUT_DIR/config.yaml and OUTPUT_DIR/model.pth (the directory swapped in whole); returns their paths
+    and the parameter count. OUTPUT_DIR is checked first (check_output_dir): the training directory itself (it holds
+    the inputs, and its config.yaml would be replaced) is always refused, another tool's unless `overwrite`."""
+    inputs = (asr_train_config, asr_model_file)
+    check_output_dir(output_dir, EXPORT_OWNER, inputs, overwrite)
     config = export_config(read_train_config(asr_train_config))  # refused before the model file is read
     state = export_state_dict(read_model_state(asr_model_file))
     params = check_loads(config, state)
     out = Path(output_dir)
-    config_path, model_path = out / "config.yaml", out / "model.pth"
-    with atomic_open(model_path, "wb") as f:
-        torch.save(state, f)
-    atomic_write_text(config_path, yaml.safe_dump(config, sort_keys=False))
-    return config_path, model_path, params
+    with atomic_dir(out, EXPORT_OWNER, inputs, overwrite) as tmp:
+        with open(tmp / "model.pth", "wb") as f:
+            torch.save(state, f)
+        (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return out / "config.yaml", out / "model.pth", params

@@ -22,8 +22,21 @@ def speed_record(utterances: int, compute_seconds: float, audio_seconds: Optiona
     }
 
 
+SPEED_FILE = "speed.json"  # written last by every decoder: a decode directory without it did not finish
+
+
 def write_speed(directory: str | Path, record: Dict) -> None:
-    atomic_write_text(Path(directory) / "speed.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_text(Path(directory) / SPEED_FILE, json.dumps(record, indent=2) + "\n")
+
+
+def start_decoding(directory: str | Path) -> None:
+    """Mark `directory` unfinished before a decoder rewrites it: the previous run's speed.json goes, so a run killed
+    midway leaves a directory that merging and scoring refuse instead of the old results looking complete."""
+    (Path(directory) / SPEED_FILE).unlink(missing_ok=True)
+
+
+def decoding_finished(directory: str | Path) -> bool:
+    return (Path(directory) / SPEED_FILE).is_file()
 
 
 # Names of the ESPnetASRModel attributes (modules, or None) that turn audio into encoder output at inference time.

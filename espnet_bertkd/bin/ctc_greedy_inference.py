@@ -31,9 +31,9 @@ import espnet_bertkd  # noqa: F401  (registers model: bertkd once ESPnet's ASR t
 from espnet_bertkd.asr.greedy_ctc import GreedyCTCDecoder, GreedyResult, length_sorted_batches
 from espnet_bertkd.asr.checkpoint import build_model_checked
 from espnet_bertkd.asr.decode_inputs import ScaledSpeech, check_audio, check_output_dir, model_sample_rate
-from espnet_bertkd.asr.speed import speed_record, write_speed
+from espnet_bertkd.asr.speed import speed_record, start_decoding, write_speed
 from espnet_bertkd.tasks.audio import AudioReadError, check_speech_input
-from espnet_bertkd.utils.fileio import read_dict, read_keys
+from espnet_bertkd.utils.fileio import first_few, read_dict, read_keys
 
 
 def sound_lengths(scp: str, keys: List[str], dataset) -> Dict[str, int]:
@@ -116,14 +116,53 @@ def load_speech(data_path_and_name_and_type: List[str], key_file: Optional[str])
     return Speech(dataset, keys, lengths, is_sound)
 
 
+MIN_PROBE_SAMPLES = 16000  # utterances shorter than this trigger the probe for the shortest decodable length
+
+
+def shortest_decodable(decoder: Any, device: str, dtype: str, limit: int = MIN_PROBE_SAMPLES) -> int:
+    """The fewest samples the model decodes (its STFT's reflect padding and its input layer's convolutions need
+    some: a 0.01 s utterance made the whole batch fail), found by bisection on silence."""
+    from espnet_bertkd.compat import TooShortUttError
+
+    def works(n: int) -> bool:
+        speech = torch.zeros(1, n, device=device, dtype=getattr(torch, dtype))
+        try:
+            decoder(speech, torch.tensor([n], device=device))
+        except (RuntimeError, ValueError, IndexError, TooShortUttError):
+            return False
+        return True
+
+    if not works(limit):
+        return limit
+    low, high = 0, limit  # works(high); not works(low) for low = 0
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if works(middle) else (middle, high)
+    return high
+
+
 def decode_batches(
-    decoder: GreedyCTCDecoder, dataset: Any, batches: List[List[str]], device: str, dtype: str
+    decoder: GreedyCTCDecoder, dataset: Any, batches: List[List[str]], device: str, dtype: str,
+    samples: Optional[Dict[str, int]] = None,
 ) -> Tuple[Dict[str, GreedyResult], float, float]:
     """Decode each batch (padded on `device` in `dtype`): the results by key, the seconds spent inside the decoder
-    (synchronised on a GPU; loading and padding excluded) and the wall-clock seconds of the whole loop."""
+    (synchronised on a GPU; loading and padding excluded) and the wall-clock seconds of the whole loop. With the
+    utterances' `samples` (raw audio), those too short for the model get an empty hypothesis and are named in a
+    warning, instead of failing the batch and with it the job."""
     results: Dict[str, GreedyResult] = {}
     compute = 0.0
     wall_start = time.perf_counter()
+    lengths = samples or {}
+    if lengths and min(lengths.values()) < MIN_PROBE_SAMPLES:  # cheap: most sets have nothing that short
+        shortest = shortest_decodable(decoder, device, dtype)
+        short = sorted(k for k, n in lengths.items() if n < shortest)
+        if short:
+            logging.warning("%d utterances are shorter than the %d samples the model's front-end and input layer "
+                            "need; each gets an empty hypothesis: %s", len(short), shortest, first_few(short))
+            empty = GreedyResult([], 0.0, {layer: [] for layer in getattr(decoder, "interctc_layers", ())})
+            results.update((k, empty) for k in short)
+            batches = [[k for k in batch if k not in results] for batch in batches]
+            batches = [batch for batch in batches if batch]
     for batch in batches:
         arrays = [torch.from_numpy(np.asarray(dataset[k][1]["speech"], dtype=np.float32)) for k in batch]
         speech = torch.nn.utils.rnn.pad_sequence(arrays, batch_first=True).to(device, getattr(torch, dtype))
@@ -183,11 +222,13 @@ def run(args: argparse.Namespace, prog: str = "ctc_greedy_inference",
             decoder = make_decoder(decoder, tokenizer)
     except ValueError as e:
         sys.exit(f"{prog}: {e}")
+    start_decoding(args.output_dir)  # unfinished (no speed.json) until the end
     fs = args.fs or model_rate or 16000
     dataset = ScaledSpeech(speech.dataset, scales) if scales else speech.dataset
     batches = length_sorted_batches(speech.lengths, args.batch_size, int(args.batch_seconds * fs))
     try:
-        results, compute, wall = decode_batches(decoder, dataset, batches, device, args.dtype)
+        results, compute, wall = decode_batches(decoder, dataset, batches, device, args.dtype,
+                                                speech.lengths if speech.is_sound else None)
     except AudioReadError as e:  # a truncated or corrupt file: the message names the utterance and the file
         sys.exit(f"{prog}: {e}; nothing was written")
 

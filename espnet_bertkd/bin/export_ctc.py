@@ -8,6 +8,7 @@ import sys
 from typing import List, Optional
 
 from espnet_bertkd.asr.export import MismatchedWeights, export_ctc
+from espnet_bertkd.utils.cli import add_overwrite
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -15,9 +16,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--asr_train_config", required=True)
     p.add_argument("--asr_model_file", required=True)
     p.add_argument("--output_dir", required=True)
+    add_overwrite(p, "an --output_dir that export_ctc did not make")
     args = p.parse_args(argv)
     try:
-        config, model, params = export_ctc(args.asr_train_config, args.asr_model_file, args.output_dir)
+        config, model, params = export_ctc(args.asr_train_config, args.asr_model_file, args.output_dir,
+                                            overwrite=args.overwrite)
     except (ValueError, OSError, MismatchedWeights) as e:
         # a refused model file, a config that is not `model: bertkd`, a bad path, the weights of another model
         sys.exit(f"export_ctc: {e}")

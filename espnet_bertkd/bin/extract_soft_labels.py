@@ -96,13 +96,20 @@ def main(argv: Optional[List[str]] = None) -> None:
     if utt2spk is None and args.context_utterances > 0:
         beside = os.path.join(os.path.dirname(args.text), "utt2spk")
         utt2spk = beside if os.path.exists(beside) else None
+    for name in ("nj", "chunk_size"):
+        if getattr(args, name) < 1:
+            sys.exit(f"extract_soft_labels: --{name} must be at least 1, got {getattr(args, name)}")
+    if args.context_utterances < 0:
+        sys.exit(f"extract_soft_labels: --context_utterances must be >= 0, got {args.context_utterances}")
     try:
         config = teacher_config(args)
-    except ValueError as e:
+        merged = extract(args.text, args.output_dir, config, nj=args.nj, job=args.job,
+                         context_utterances=args.context_utterances, utt2spk=utt2spk,
+                         chunk_size=args.chunk_size, device=args.device)
+    except (ValueError, OSError) as e:
+        # bad input (DataError: the text file, key and line; OutputDirError; TeacherLoadError is an OSError), an
+        # unwritable --output_dir, a re-extraction with other settings: one line, no traceback
         sys.exit(f"extract_soft_labels: {e}")
-    merged = extract(args.text, args.output_dir, config, nj=args.nj, job=args.job,
-                     context_utterances=args.context_utterances, utt2spk=utt2spk,
-                     chunk_size=args.chunk_size, device=args.device)
     if not merged:
         logging.info("job %s done; other jobs are still missing, the last one to finish merges", args.job)
 

@@ -17,6 +17,7 @@ import sys
 from typing import List, Optional
 
 from espnet_bertkd.kd.soft_labels import share_soft_labels
+from espnet_bertkd.utils.cli import add_overwrite
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -24,6 +25,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--src_dir", required=True, help="soft labels of the source set (extract_soft_labels' output)")
     p.add_argument("--text", required=True, help="the copies' text, e.g. data/train_sp/text")
     p.add_argument("--output_dir", required=True, help="where the shared soft labels go, e.g. dump/kd/train_sp")
+    add_overwrite(p, "an --output_dir that share_soft_labels did not make")
     p.add_argument("--log_level", default="INFO")
     return p
 
@@ -32,7 +34,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
     try:
-        n = share_soft_labels(args.src_dir, args.text, args.output_dir)
+        n = share_soft_labels(args.src_dir, args.text, args.output_dir, overwrite=args.overwrite)
     except ValueError as e:  # DataError too: a bad table
         sys.exit(f"share_soft_labels: {e}")
     print(f"{args.output_dir}: soft labels of {n} utterances, shared from {args.src_dir}")

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from espnet_bertkd.kd.train_teacher import TeacherTraining, train_masked_lm
-from espnet_bertkd.utils.fileio import atomic_write_text
+from espnet_bertkd.utils.cli import add_overwrite
+from espnet_bertkd.utils.fileio import DataError, atomic_write_text
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -26,6 +27,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default=None, help="masked LM to fine-tune (hub id or directory); default: from scratch")
     for field in dataclasses.fields(TeacherTraining):
         p.add_argument(f"--{field.name}", type=type(field.default), default=field.default)
+    add_overwrite(p, "an --output_dir that train_teacher did not make (e.g. an ASR experiment)")
     p.add_argument("--log_level", default="INFO")
     return p
 
@@ -34,7 +36,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
     options = TeacherTraining(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TeacherTraining)})
-    summary = train_masked_lm(args.text, args.output_dir, options, init=args.init)
+    try:
+        summary = train_masked_lm(args.text, args.output_dir, options, init=args.init, overwrite=args.overwrite)
+    except DataError as e:  # bad input or output directory: before any training
+        sys.exit(f"train_teacher: {e}")
     summary["options"] = dataclasses.asdict(options)
     summary["init"] = args.init
     atomic_write_text(Path(args.output_dir) / "training.json", json.dumps(summary, indent=2) + "\n")

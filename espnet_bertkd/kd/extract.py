@@ -29,12 +29,13 @@ import kaldiio
 import numpy as np
 
 from espnet_bertkd.kd.soft_labels import (
-    KD_DATA_NAMES, KD_PROB, KD_TOKEN, STORAGE, TEXT_FINGERPRINT, TEXT_HASH_FILE, UNKNOWN_HASH, SoftLabels, fingerprint,
-    pack, read_meta, read_text_hashes, unreadable_entries, write_meta,
+    KD_DATA_NAMES, KD_PROB, KD_TOKEN, META_FILE, STORAGE, TEXT_FINGERPRINT, TEXT_HASH_FILE, UNKNOWN_HASH, SoftLabels,
+    fingerprint, pack, read_meta, read_text_hashes, unreadable_entries, write_meta,
 )
-from espnet_bertkd.kd.teacher import MaskedLMTeacher, log_teacher
+from espnet_bertkd.kd.teacher import MaskedLMTeacher, check_unknown_tokens, log_teacher
 from espnet_bertkd.kd.teacher_config import TeacherConfig
-from espnet_bertkd.utils.fileio import atomic_open, first_few, read_dict, read_pairs, read_table, write_table
+from espnet_bertkd.utils.fileio import (atomic_open, check_output_dir, first_few, read_dict, read_pairs, read_table,
+                                       write_table)
 from espnet_bertkd.utils.jobs import job_range  # chunks are named by (nj, job): keep this split convention
 from espnet_bertkd.utils.progress import Progress
 
@@ -264,10 +265,13 @@ def extract(
     if job is not None and not 1 <= job <= nj:
         raise ValueError(f"--job must be in 1..{nj}, got {job}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    # before the teacher is loaded: a file, or a directory holding other files than an extraction's (kd_meta.json
+    # is written first, so a job started beside another finds it) and the jobs' logs (asr.sh's OUTPUT/log/)
+    check_output_dir(out, "extract_soft_labels", own_files=(META_FILE,), ignore=("log",))
     pairs = read_pairs(text)  # (utt, transcript); fileio.read_table's checks, as every stage reads `text`
     teacher = MaskedLMTeacher(config, device=device)
     log_teacher(teacher)
+    check_unknown_tokens(config.model, teacher.tokenizer, pairs, text)
     meta = {**teacher.metadata(), "storage": STORAGE, "dtype": config.dtype, "max_length": config.max_length,
             "context_utterances": context_utterances, "text": os.path.abspath(text),
             "num_utterances": len(pairs), "nj": nj, "chunk_size": chunk_size, "text_fingerprints": TEXT_FINGERPRINT}
@@ -279,6 +283,7 @@ def extract(
             f"{out} holds soft labels made with other settings ({', '.join(changed)} differ): "
             "remove the directory or choose another --output_dir"
         )
+    out.mkdir(parents=True, exist_ok=True)
     write_meta(out, meta)
     contexts = neighbour_contexts(pairs, read_dict(utt2spk) if utt2spk else None, context_utterances)
     prints = [fingerprint(t, left, right, context_utterances > 0) for (_, t), left, right in zip(pairs, *contexts)]

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from espnet_bertkd.utils.fileio import (atomic_dir, atomic_write_text, first_few, iter_table, read_dict, read_keys,
-                                       read_pairs, write_table)
+from espnet_bertkd.utils.fileio import (atomic_dir, atomic_write_text, check_output_dir, first_few, iter_table,
+                                       read_dict, read_keys, read_pairs, write_table)
 
 KD_TOKEN = "kd_token"
 KD_PROB = "kd_prob"
@@ -46,6 +46,7 @@ MAX_TOKEN_ID = 2**24  # float32 holds every integer below it exactly
 # soft labels without it are unverified (espnet-bertkd before 0.3, or an extraction that did not finish).
 TEXT_HASH_FILE = "kd_text.hash"
 TEXT_FINGERPRINT = "blake2b-64 of each transcript (and its context) in kd_text.hash"
+SHARE_OWNER = "share_soft_labels"  # the owner marker of share_soft_labels' directories (check_output_dir)
 UNKNOWN_HASH = "-"  # a kd_text.hash value that matches no text: the utterance is being re-extracted
 # Set to 1 to train (one run) from soft labels that cannot be verified: no kd_meta.json or no kd_text.hash.
 ACCEPT_UNVERIFIED_ENV = "ESPNET_BERTKD_ACCEPT_UNVERIFIED_SOFT_LABELS"
@@ -334,19 +335,18 @@ def _source_ids(pairs: Sequence[Tuple[str, str]], hashes: Mapping[str, str]) -> 
     return sources, orphans
 
 
-def share_soft_labels(src_dir: os.PathLike, text: os.PathLike, output_dir: os.PathLike, show: int = 5) -> int:
+def share_soft_labels(src_dir: os.PathLike, text: os.PathLike, output_dir: os.PathLike, show: int = 5,
+                      overwrite: bool = False) -> int:
     """Soft labels for `text` (e.g. data/train_sp/text) made of those in `src_dir` (e.g. dump/kd/train): each
     utterance is found there under its own id or, failing that, without ESPnet's `sp<factor>-` prefix. A
     speed-perturbed copy has its source's transcript, so the teacher's targets are the same: its scp lines point at
     the source's ark offsets (nothing is copied), its kd_text.hash line is the source's and kd_meta.json is copied,
     so the training preflight verifies them as it verifies the source. An utterance with no source, or whose
     transcript differs from the one its source's labels were made from, is refused by name. The directory is
-    written whole (atomic_dir): re-running after the source was re-extracted replaces it. Returns the utterances
-    written."""
+    written whole (atomic_dir): re-running after the source was re-extracted replaces it; a directory it did not
+    make is refused unless `overwrite`, the source's always (check_output_dir). Returns the utterances written."""
     src, out = Path(src_dir), Path(output_dir)
-    if out.resolve() == src.resolve() or out.resolve() in src.resolve().parents:
-        raise ValueError(f"--output_dir {out} would replace the source soft labels in {src}: choose another "
-                         "directory (e.g. dump/kd/<train>_sp)")
+    check_output_dir(out, SHARE_OWNER, [src, text], overwrite)
     missing = [str(src / name) for name in (f"{KD_TOKEN}.scp", f"{KD_PROB}.scp", TEXT_HASH_FILE, META_FILE)
                if not (src / name).is_file()]
     if missing:
@@ -378,7 +378,7 @@ def share_soft_labels(src_dir: os.PathLike, text: os.PathLike, output_dir: os.Pa
                          "or fix the copies' text")
     for name in KD_DATA_NAMES:
         check_arks(src / f"{name}.scp")  # the arks the copies will point into
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, SHARE_OWNER, [src, text], overwrite) as tmp:
         for name in KD_DATA_NAMES:
             write_table(tmp / f"{name}.scp", ((utt, scps[name][s]) for (utt, _), s in zip(pairs, sources)))
         (tmp / META_FILE).write_bytes((src / META_FILE).read_bytes())

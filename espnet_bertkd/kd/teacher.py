@@ -162,6 +162,14 @@ def check_vocab_sizes(config: TeacherConfig, tokenizer_size: int, model_size: in
     """The tokenizer, the model's vocabulary and the configured size must agree: a tokenizer larger than the
     embedding (one saved from another model) indexes past it, and a wrong teacher.vocab_size gives KD decoders
     of the wrong output size."""
+    if 2 * tokenizer_size < model_size:
+        raise ValueError(
+            f"teacher {config.model!r}: the tokenizer has only {tokenizer_size} tokens but the model's vocabulary "
+            f"has {model_size}: its tokenizer files (vocab.txt or tokenizer.json, tokenizer_config.json) are missing "
+            "or from another model, and transformers made a stand-in that turns every word into the unknown token. "
+            "Save the tokenizer the model was trained with beside it (AutoTokenizer.from_pretrained(...)"
+            ".save_pretrained(DIR))"
+        )
     if tokenizer_size > model_size:
         raise ValueError(
             f"teacher {config.model!r}: the tokenizer has {tokenizer_size} tokens but the model's embedding/LM head "
@@ -176,6 +184,43 @@ def check_vocab_sizes(config: TeacherConfig, tokenizer_size: int, model_size: in
         )
     if config.topk > model_size:
         raise ValueError(f"teacher.topk={config.topk} exceeds the vocabulary size {model_size}")
+
+
+MAX_UNKNOWN_SHARE = 0.05  # of the transcripts' teacher tokens: above it the teacher cannot read the text
+
+
+def check_unknown_tokens(name: str, tokenizer: Any, pairs: Sequence[Tuple[str, str]], source: str,
+                         max_share: float = MAX_UNKNOWN_SHARE) -> float:
+    """Refuse a teacher whose tokenizer maps more than `max_share` of the transcripts' tokens to its unknown token
+    (a cased tokenizer on other text, another language, a stand-in tokenizer): its soft labels would teach
+    `[UNK]`. Names the utterances and words; returns the share (logged when not 0)."""
+    unk = tokenizer.unk_token_id
+    if unk is None or not pairs:
+        return 0.0
+    total = unknown = 0
+    examples: List[str] = []
+    for start in range(0, len(pairs), 1000):  # batched: a fast tokenizer reads LibriSpeech's 281k in seconds
+        chunk = pairs[start : start + 1000]
+        encoded = tokenizer([text for _, text in chunk], add_special_tokens=False)["input_ids"]
+        for (utt, text), tokens in zip(chunk, encoded):
+            total += len(tokens)
+            bad = sum(t == unk for t in tokens)
+            unknown += bad
+            if bad and len(examples) < 5:
+                words = [w for w in text.split() if unk in tokenizer(w, add_special_tokens=False)["input_ids"]]
+                examples.append(f"{utt} ({', '.join(words[:3])})")
+    share = unknown / max(total, 1)
+    if share > max_share:
+        raise ValueError(
+            f"teacher {name!r}: its tokenizer maps {unknown} of the {total} tokens of {source} ({share:.0%}) to its "
+            f"unknown token {tokenizer.unk_token!r}, e.g. in {', '.join(examples)}: it cannot read these "
+            "transcripts (missing or wrong tokenizer files, a cased tokenizer, another language). Use a teacher "
+            "whose tokenizer knows the words"
+        )
+    if unknown:
+        logging.warning("teacher %r: %d of the %d tokens of %s (%.2f%%) are its unknown token, e.g. in %s", name,
+                        unknown, total, source, 100 * share, ", ".join(examples))
+    return share
 
 
 class MaskedLMTeacher:

@@ -21,8 +21,10 @@ from typing import Dict, List, Optional
 import torch
 
 from espnet_bertkd.kd.build_teacher import build_bert
-from espnet_bertkd.utils.fileio import replace_dir, tmp_name
+from espnet_bertkd.utils.fileio import check_output_dir, replace_dir, tmp_name
 from espnet_bertkd.utils.progress import Progress
+
+OWNER = "train_teacher"  # the owner marker of the teacher directories written here (check_output_dir)
 
 
 @dataclass
@@ -114,10 +116,15 @@ def masked_accuracy(model, tokenizer, lines: List[str], options: TeacherTraining
     return correct / max(total, 1)
 
 
-def train_masked_lm(text: str, output_dir: str, options: TeacherTraining, init: Optional[str] = None) -> Dict:
-    """Train on the lines of `text`; write the model + tokenizer to output_dir atomically; return a summary."""
+def train_masked_lm(text: str, output_dir: str, options: TeacherTraining, init: Optional[str] = None,
+                    overwrite: bool = False) -> Dict:
+    """Train on the lines of `text`; write the model + tokenizer to output_dir atomically; return a summary.
+    output_dir is checked first (check_output_dir): an experiment or another tool's directory there is refused
+    unless `overwrite`, and one holding the text or the `init` model always."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling
 
+    inputs = [text] + ([init] if init is not None and Path(init).exists() else [])
+    check_output_dir(output_dir, OWNER, inputs, overwrite)
     torch.manual_seed(options.seed)
     lines = read_lines(text)
     if not lines:
@@ -174,6 +181,6 @@ def train_masked_lm(text: str, output_dir: str, options: TeacherTraining, init: 
 
     model.cpu().save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    replace_dir(tmp, out)  # never leaves neither the old teacher nor the new one
+    replace_dir(tmp, out, OWNER, overwrite)  # never leaves neither the old teacher nor the new one
     return {"epoch_losses": losses, "valid_masked_accuracy": accuracy, "train_lines": len(train),
             "valid_lines": len(valid), "parameters": sum(p.numel() for p in model.parameters())}

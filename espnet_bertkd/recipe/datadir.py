@@ -10,8 +10,11 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from espnet_bertkd.tasks.data_check import UTT_TABLES, c_sorted, spk2utt_rows, validate_data_dir
-from espnet_bertkd.utils.fileio import (DataError, PathLike, atomic_dir, atomic_open, location, read_table,
-                                       write_table)
+from espnet_bertkd.utils.fileio import (DataError, PathLike, atomic_dir, atomic_open, check_output_dir, location,
+                                       read_table, write_table)
+
+
+OWNER = "combine_data_dirs"  # the owner marker of the directories combine_data_dirs writes (check_output_dir)
 
 
 def segment_recording_id(tables: Dict[str, Dict[str, str]], utt: str) -> str:
@@ -114,7 +117,7 @@ def fix_data_dir(data_dir: PathLike, drop_empty_text: bool = False) -> Tuple[int
 
 
 def combine_data_dirs(sources: Sequence[PathLike], output: PathLike, first: Optional[int] = None,
-                      subset: Optional[int] = None) -> Tuple[int, int]:
+                      subset: Optional[int] = None, overwrite: bool = False) -> Tuple[int, int]:
     """Merge data directories into one, as Kaldi's combine_data.sh (ESPnet's LibriSpeech recipe builds train_960 and
     dev this way). A table is carried over only if every source has it; an utterance id in two sources is an error
     (naming both); speakers and recordings may repeat if their lines agree. spk2utt is rebuilt. The result is
@@ -123,12 +126,16 @@ def combine_data_dirs(sources: Sequence[PathLike], output: PathLike, first: Opti
     `first` keeps only the first N utterances in sorted order, as Kaldi's `subset_data_dir.sh --first N` (sorted
     ids start with the speaker, so whole speakers are kept but for the last). `subset` keeps N utterances evenly
     spaced through the sorted list, as Kaldi's `subset_data_dir.sh N`: a smaller training set that keeps every
-    speaker, so that less paired data does not also mean fewer voices."""
+    speaker, so that less paired data does not also mean fewer voices.
+
+    `output` is replaced whole, so it must not hold a source and, unless `overwrite`, must be absent, empty or an
+    earlier combine_data_dirs output (check_output_dir)."""
     if first is not None and subset is not None:
         raise ValueError("combine_data_dirs: give first or subset, not both")
     sources = [Path(s) for s in sources]
     if not sources:
         raise ValueError("combine_data_dirs needs at least one source directory")
+    check_output_dir(output, OWNER, sources, overwrite, option="OUTPUT")
     names = [n for n in (*UTT_TABLES, "segments", "wav.scp", "spk2gender")
              if all((s / n).is_file() for s in sources)]
     for n in ("utt2spk", "wav.scp"):
@@ -170,7 +177,7 @@ def combine_data_dirs(sources: Sequence[PathLike], output: PathLike, first: Opti
         if "segments" in names:
             used = {merged["segments"][u].split()[0] for u in utts}
             merged["wav.scp"] = {k: v for k, v in merged["wav.scp"].items() if k in used}
-    with atomic_dir(output) as tmp:
+    with atomic_dir(output, OWNER, sources, overwrite) as tmp:
         for name in names:
             write_table(tmp / name, ((k, merged[name][k]) for k in c_sorted(merged[name])))
         write_table(tmp / "spk2utt", spk2utt_rows((utt, merged["utt2spk"][utt]) for utt in utts))

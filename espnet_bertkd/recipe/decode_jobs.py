@@ -11,11 +11,10 @@ import json
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-from espnet_bertkd.asr.speed import speed_record, write_speed
+from espnet_bertkd.asr.speed import SPEED_FILE as SPEED
+from espnet_bertkd.asr.speed import speed_record, start_decoding, write_speed
 from espnet_bertkd.recipe.scp import merge_scp
 from espnet_bertkd.utils.fileio import DataError, PathLike
-
-SPEED = "speed.json"
 
 
 def merge_speed(records: Sequence[Dict]) -> Dict:
@@ -56,6 +55,7 @@ def merge_decode_dirs(job_dirs: Sequence[PathLike], output_dir: PathLike) -> int
             raise DataError(f"{d} wrote {[str(t) for t in _tables(d)]}, but {dirs[0]} wrote "
                             f"{[str(t) for t in tables]}")
     out = Path(output_dir)
+    start_decoding(out)  # the merged directory is unfinished until its speed.json is written again
     for table in tables:
         merge_scp([d / table for d in dirs], out / table)
     records = [json.loads((d / SPEED).read_text(encoding="utf-8")) for d in dirs]

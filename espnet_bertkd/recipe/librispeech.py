@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from espnet_bertkd.tasks.data_check import spk2utt_rows
-from espnet_bertkd.utils.fileio import (DataError, PathLike, atomic_dir, atomic_open, iter_table, location,
-                                       open_text, read_table, write_table)
+from espnet_bertkd.utils.fileio import (DataError, PathLike, atomic_dir, atomic_open, check_output_dir, iter_table,
+                                       location, open_text, read_table, write_table)
 
 SETS = ("dev-clean", "dev-other", "test-clean", "test-other", "train-clean-100", "train-clean-360", "train-other-500")
 
@@ -100,11 +100,16 @@ def read_speaker_genders(speakers_txt: PathLike) -> Dict[str, str]:
     return genders
 
 
-def write_data_dir(utts: Sequence[Utterance], out_dir: PathLike, genders: Optional[Dict[str, str]] = None) -> Path:
+OWNER = "prepare_librispeech"  # the owner marker of the data directories written here (check_output_dir)
+
+
+def write_data_dir(utts: Sequence[Utterance], out_dir: PathLike, genders: Optional[Dict[str, str]] = None,
+                   overwrite: bool = False) -> Path:
     """Write the data directory as a whole (built under a temporary name, then swapped in): no stale file of an
-    earlier run (segments, utt2num_samples, feats.scp, ...) survives next to the new lists."""
+    earlier run (segments, utt2num_samples, feats.scp, ...) survives next to the new lists. A directory that this
+    tool did not make is refused unless `overwrite` (check_output_dir)."""
     utts = sorted(utts, key=lambda u: u.utt_id)
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, OWNER, overwrite=overwrite) as tmp:
         write_table(tmp / "wav.scp", ((u.utt_id, u.wav) for u in utts))
         write_table(tmp / "text", ((u.utt_id, u.text) for u in utts))
         write_table(tmp / "utt2spk", ((u.utt_id, u.speaker) for u in utts))
@@ -116,10 +121,13 @@ def write_data_dir(utts: Sequence[Utterance], out_dir: PathLike, genders: Option
 
 
 def prepare_librispeech(root: PathLike, set_name: str, data_dir: PathLike = "data",
-                        out_name: Optional[str] = None) -> Path:
+                        out_name: Optional[str] = None, overwrite: bool = False) -> Path:
     """Prepare `<data_dir>/<set_name with '-' -> '_'>` from `<root>/<set_name>` (or `<root>/LibriSpeech/<set_name>`,
-    the archives' layout); returns the directory written."""
+    the archives' layout); returns the directory written. The output is checked before the corpus is scanned: it
+    must not hold the corpus, nor (unless `overwrite`) be a directory this tool did not make."""
     root = Path(root)
+    out = Path(data_dir) / (out_name or kaldi_set_name(set_name))
+    check_output_dir(out, OWNER, [root], overwrite, option="--data_dir")
     if not (root / set_name).is_dir() and (root / "LibriSpeech" / set_name).is_dir():
         root = root / "LibriSpeech"
     utts = scan_set(root / set_name)
@@ -134,8 +142,7 @@ def prepare_librispeech(root: PathLike, set_name: str, data_dir: PathLike = "dat
                             speakers_txt, len(missing), missing[0])
         else:
             genders = {s: by_reader[s.split("-")[0]] for s in speakers}
-    out = Path(data_dir) / (out_name or kaldi_set_name(set_name))
-    write_data_dir(utts, out, genders)
+    write_data_dir(utts, out, genders, overwrite)
     logging.info("%s: %d utterances, %d speakers", out, len(utts), len({u.speaker for u in utts}))
     return out
 

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from espnet_bertkd.asr.speed import decoding_finished
 from espnet_bertkd.utils.fileio import DataError, PathLike, atomic_open, location, read_table
 
 
@@ -213,6 +214,9 @@ def score_decode_dir(decode_dir: PathLike, ref: PathLike, hyp: Optional[PathLike
                      allow_missing: bool = False, ignore_case: bool = False) -> ScoreResult:
     """Score DECODE_DIR/1best_recog/text (or `hyp`) against `ref`; write result.{json,txt} into DECODE_DIR."""
     decode_dir = Path(decode_dir)
+    if hyp is None and not decoding_finished(decode_dir):
+        raise DataError(f"{decode_dir}: no speed.json, so its decoding did not finish (killed, failed or still "
+                        "running): its 1best_recog/text may be an older run's or incomplete; re-run the decoding")
     hyp = Path(hyp) if hyp is not None else decode_dir / "1best_recog" / "text"
     result, utts = score_texts(ref, hyp, allow_missing=allow_missing, ignore_case=ignore_case)
     write_results(result, utts, decode_dir)

@@ -36,8 +36,8 @@ import numpy as np
 
 from espnet_bertkd.kd.soft_labels import strip_speed_prefix
 from espnet_bertkd.tasks.data_check import ark_offset, c_sorted, is_command, spk2utt_rows, validate_data_dir
-from espnet_bertkd.utils.fileio import (DataError, PathLike, atomic_dir, atomic_open, first_few, location, read_dict,
-                                       read_table, write_table)
+from espnet_bertkd.utils.fileio import (DataError, PathLike, atomic_dir, atomic_open, check_output_dir, first_few,
+                                       location, read_dict, read_table, write_table)
 from espnet_bertkd.utils.jobs import job_range
 from espnet_bertkd.utils.progress import Progress
 
@@ -155,8 +155,12 @@ class Source:
     wav_lines: Dict[str, int]
 
 
-def check_dirs(src: PathLike, dst: PathLike, audio_dir: PathLike) -> None:
-    """The output directory is replaced whole: it must not be the source or hold it, nor hold the audio."""
+OWNER = "perturb_speed"  # the owner marker of the data directories written here (check_output_dir)
+
+
+def check_dirs(src: PathLike, dst: PathLike, audio_dir: PathLike, overwrite: bool = False) -> None:
+    """The output directory is replaced whole: it must not be the source or hold it, nor hold the audio, nor (unless
+    `overwrite`) be a directory this tool did not make. Checked by every job, before its work."""
     src_r, dst_r, audio_r = (Path(p).resolve() for p in (src, dst, audio_dir))
     if dst_r == src_r or dst_r in src_r.parents:
         raise DataError(f"--dst {dst}: is {'the source' if dst_r == src_r else 'a parent of the source'} {src}, "
@@ -164,6 +168,7 @@ def check_dirs(src: PathLike, dst: PathLike, audio_dir: PathLike) -> None:
     if audio_r == dst_r or dst_r in audio_r.parents:
         raise DataError(f"--audio_dir {audio_dir}: inside --dst {dst}, which is rewritten whole: put the audio "
                         "elsewhere (e.g. dump/audio/<train>_sp)")
+    check_output_dir(dst, OWNER, overwrite=overwrite, option="--dst")
 
 
 def read_source(src: PathLike, factors: Sequence[Factor]) -> Source:
@@ -228,10 +233,10 @@ def perturb_utterance(source: Source, utt: str, factors: Sequence[Factor], audio
 
 
 def run_job(src: PathLike, dst: PathLike, audio_dir: PathLike, factors: Sequence[Factor], nj: int = 1,
-            job: int = 1) -> Tuple[int, int]:
+            job: int = 1, overwrite: bool = False) -> Tuple[int, int]:
     """Perturb job `job`'s share of the utterances (job_range over the sorted ids) for every factor but 1.
     Returns (files written, files already complete)."""
-    check_dirs(src, dst, audio_dir)
+    check_dirs(src, dst, audio_dir, overwrite)
     source = read_source(src, factors)
     moving = [f for f in factors if not f.identity]
     utts = [source.utts[i] for i in job_range(len(source.utts), nj, job)]
@@ -277,10 +282,10 @@ def output_tables(source: Source, factors: Sequence[Factor], audio_dir: PathLike
 
 
 def finalise(src: PathLike, dst: PathLike, audio_dir: PathLike, factors: Sequence[Factor],
-             nj: int = 1) -> Tuple[int, int]:
+             nj: int = 1, overwrite: bool = False) -> Tuple[int, int]:
     """After every job: check that each perturbed file exists (naming the jobs to re-run), then write DST whole
     (C order, spk2utt rebuilt) and validate it. Returns (utterances, speakers)."""
-    check_dirs(src, dst, audio_dir)
+    check_dirs(src, dst, audio_dir, overwrite)
     source = read_source(src, factors)
     missing: List[str] = []
     jobs = set()
@@ -297,7 +302,7 @@ def finalise(src: PathLike, dst: PathLike, audio_dir: PathLike, factors: Sequenc
                      if (source.path / n).is_file())
     if skipped:
         logging.warning("%s: %s not carried over to %s", source.path, ", ".join(skipped), dst)
-    with atomic_dir(dst) as tmp:
+    with atomic_dir(dst, OWNER, [src, audio_dir], overwrite) as tmp:
         for name, table in tables.items():
             write_table(tmp / name, ((k, table[k]) for k in c_sorted(table)))
         write_table(tmp / "spk2utt", spk2utt_rows(tables["utt2spk"].items()))

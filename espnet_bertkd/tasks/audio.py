@@ -40,12 +40,17 @@ class NamedAudioLoader(collections.abc.Mapping):
 
     def __getitem__(self, key: str) -> Any:
         try:
-            return self.loader[key]
+            value = self.loader[key]
         except KeyError:
             raise
         except Exception as e:  # noqa: BLE001  (soundfile, omniio and numpy raise many types; all are re-raised)
             raise AudioReadError(f"{self.path}: utterance {key}: cannot read {self.entry(key)!r} "
                                  f"({self.loader_type}): {type(e).__name__}: {e}") from e
+        if not finite(value):
+            raise AudioReadError(f"{self.path}: utterance {key}: {self.entry(key)!r} holds NaN or infinite samples: "
+                                 "its features (and in training feats_stats.npz and every update) would be NaN; fix "
+                                 "or drop it")
+        return value
 
     def entry(self, key: str) -> str:
         """The table's value for `key` (the file or ark offset), as far as ESPnet's loader keeps it."""
@@ -69,6 +74,16 @@ class NamedAudioLoader(collections.abc.Mapping):
         return iter(self.loader)
 
 
+def finite(value: Any) -> bool:
+    """Whether a loaded utterance (an array, or ESPnet's (rate, array)) has only finite samples; integer PCM always
+    has."""
+    import numpy as np
+
+    array = value[1] if isinstance(value, tuple) and len(value) == 2 else value
+    array = np.asarray(array) if not hasattr(array, "dtype") else array
+    return not np.issubdtype(array.dtype, np.floating) or bool(np.isfinite(array).all())
+
+
 def named(func: Callable[..., Any], loader_type: str) -> Callable[..., Any]:
     """A DATA_TYPES loader factory whose loaders are NamedAudioLoader."""
 
@@ -86,10 +101,13 @@ def named_entry(func: Callable[[Any], Any], loader_type: str) -> Callable[[Any],
     @functools.wraps(func)
     def read(value: Any) -> Any:
         try:
-            return func(value)
+            array = func(value)
         except Exception as e:  # noqa: BLE001  (re-raised, with the entry named)
             raise AudioReadError(f"cannot read {value!r} ({loader_type}; the entry of one utterance of the "
                                  f"{loader_type} input): {type(e).__name__}: {e}") from e
+        if not finite(array):
+            raise AudioReadError(f"{value!r} ({loader_type}) holds NaN or infinite samples: fix or drop it")
+        return array
 
     read._bertkd_named = True  # type: ignore[attr-defined]
     return read

@@ -10,6 +10,7 @@ reported up front with the file, the line and the utterance.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -209,11 +210,27 @@ def _check_ark_entry(where: str, value: str, read_headers: bool, problems: List[
                             "ark: regenerate it)")
 
 
+FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")  # the only sample formats that can hold NaN or inf (PCM and FLAC cannot)
+
+
+def _finite(audio: Path, block: int = 1 << 20) -> bool:
+    """Whether every sample of a float audio file is finite (read in blocks: a long recording stays cheap)."""
+    import numpy as np
+    import soundfile
+
+    with soundfile.SoundFile(str(audio)) as f:
+        for chunk in f.blocks(blocksize=block, dtype="float64", always_2d=True):
+            if not np.isfinite(chunk).all():
+                return False
+    return True
+
+
 def _check_audio(path: Path, entries: List[Entry], check_audio: bool, fs: Optional[int], problems: List[str],
                  warnings: List[str], audio_type: str = "auto", channels: Optional[int] = None) -> None:
     """Each entry the way the declared loader reads it (AUDIO_TYPES). sound: the file exists and, with
     `check_audio` (or `fs`), its header is read: readable, samples, sample rate, `channels`. kaldi_ark: the ark
-    exists and the offset is inside it (_check_ark_entry). A command (`... |`) is refused for both (command_problem);
+    exists and the offset is inside it (_check_ark_entry). A float file's samples are read too: NaN or inf in one
+    utterance make feats_stats.npz and so every update NaN. A command (`... |`) is refused for both (command_problem);
     "auto" judges by form, only warning about commands."""
     import soundfile
 
@@ -253,6 +270,9 @@ def _check_audio(path: Path, entries: List[Entry], check_audio: bool, fs: Option
             continue
         if info.frames == 0:
             problems.append(f"{where}: {value} has no samples")
+        elif info.subtype in FLOAT_SUBTYPES and not _finite(audio):
+            problems.append(f"{where}: {value} holds NaN or infinite samples (a float {info.format} file): the "
+                            "features, their statistics and every gradient would be NaN; fix or drop the file")
         if fs is not None and info.samplerate != fs:
             problems.append(f"{where}: {value} has sample rate {info.samplerate}, expected {fs}")
         if channels is not None and info.channels != channels:
@@ -376,13 +396,12 @@ def validate_data_dir(data_dir: PathLike, check_audio: bool = False, fs: Optiona
         if segments is not None:
             _compare_keys(utt2spk_path, utt2spk, segments_path, segments, problems)
             recordings = {e.key for e in wavs or []}
+            durations = _durations(wavs) if check_audio and wavs is not None else {}
             for e in segments:
-                fields = e.value.split()
-                if len(fields) != 3:
-                    problems.append(f"{location(segments_path, e.line, e.key)}: expected '<utt> <recording> <start> "
-                                    "<end>'")
-                elif wavs is not None and fields[0] not in recordings:
-                    problems.append(f"{location(segments_path, e.line, e.key)}: recording {fields[0]} not in {wav_path}")
+                problem = _segment_problem(e.value.split(), recordings if wavs is not None else None, durations,
+                                           wav_path)
+                if problem:
+                    problems.append(f"{location(segments_path, e.line, e.key)}: {problem}")
     elif wavs is not None:
         _compare_keys(utt2spk_path, utt2spk, wav_path, wavs, problems)
     if wavs is not None:
@@ -396,6 +415,55 @@ def validate_data_dir(data_dir: PathLike, check_audio: bool = False, fs: Optiona
     for w in report.warnings:
         logging.warning(w)
     return report
+
+
+def _durations(wavs: List[Entry]) -> Dict[str, float]:
+    """Recording id -> seconds, from the headers of the files wav.scp lists (others are left out)."""
+    import soundfile
+
+    durations = {}
+    for e in wavs:
+        try:
+            info = soundfile.info(e.value)
+        except Exception:  # noqa: BLE001  (_check_audio reports unreadable files)
+            continue
+        durations[e.key] = info.frames / info.samplerate
+    return durations
+
+
+SEGMENT_SLACK = 0.05  # seconds an end time may pass the recording's end (Kaldi's extract-segments allows rounding)
+
+
+def _segment_problem(fields: List[str], recordings: Optional[Set[str]], durations: Dict[str, float],
+                     wav_path: Path) -> Optional[str]:
+    """What is wrong with one segments line's `<recording> <start> <end>`, or None."""
+    if len(fields) != 3:
+        return "expected '<utt> <recording> <start> <end>'"
+    recording, start_text, end_text = fields
+    try:
+        start, end = float(start_text), float(end_text)
+    except ValueError:
+        return f"start and end must be times in seconds, got {start_text!r} {end_text!r}"
+    if not (math.isfinite(start) and math.isfinite(end)) or start < 0 or end <= start:
+        return f"the segment {start_text} to {end_text} is empty or reversed (0 <= start < end)"
+    if recordings is not None and recording not in recordings:
+        return f"recording {recording} not in {wav_path}"
+    if recording in durations and end > durations[recording] + SEGMENT_SLACK:
+        return f"ends at {end_text} s, past the end of recording {recording} ({durations[recording]:.2f} s)"
+    return None
+
+
+SEGMENTS_UNSUPPORTED = ("training and decoding read wav.scp entries as utterances, but with a segments file they "
+                        "are recordings: cut the segments into files first, as ESPnet's asr.sh stage 3 does "
+                        "(scripts/audio/format_wav_scp.sh --segments SEGMENTS WAV_SCP OUT_DIR), and use that "
+                        "wav.scp in a directory without segments")
+
+
+def segments_beside(speech: PathLike) -> Optional[Path]:
+    """The `segments` file of the data directory a loader's wav.scp is in, if there is one."""
+    path = Path(speech)
+    segments = path.parent / "segments"
+    return segments if path.name == "wav.scp" and segments.is_file() else None
 
 
 def is_data_dir(path: PathLike) -> bool:
@@ -465,6 +533,9 @@ def validate_loader_inputs(speech: Optional[PathLike], text: Optional[PathLike],
     `speech_type` is ESPnet's loader type of the speech input (sound or kaldi_ark: each entry is checked the way
     that loader reads it), `channels` the channel count the model expects.
     """
+    segments = segments_beside(speech) if speech is not None else None
+    if segments is not None:  # before anything else: the key comparison would call wav.scp stale
+        raise DataError(f"{segments}: {SEGMENTS_UNSUPPORTED}")
     inputs = [(Path(p), role) for p, role in ((speech, "wav.scp"), (text, "text")) if p is not None]
     problems: List[str] = []
     report = Report()
@@ -493,11 +564,24 @@ def validate_loader_inputs(speech: Optional[PathLike], text: Optional[PathLike],
     for path, entries in readable:
         if listed is not None:
             _check_listed(listed, path, entries, problems)
+    problems += [f"{path}: no utterances (an empty table)" for path, entries in readable if not entries]
+    for path, entries in readable[:1]:  # the keys are compared above: one table's are enough
+        problems += [f"{location(path, e.line, e.key)}: {UNSAFE_ID}" for e in entries if unsafe_id(e.key)]
     if problems:
         raise DataError(problems)
     for w in report.warnings:
         logging.warning(w)
     return report
+
+
+UNSAFE_ID = ("the utterance id is not a safe file name (it holds '/' or '\\', or is '.' or '..'): ESPnet names "
+             "files after utterance ids (attention plots: OUTPUT_DIR/att_ws/<id>.<epoch>ep.png), which would land "
+             "outside the output directory; rename the utterance in every table of its data directory")
+
+
+def unsafe_id(key: str) -> bool:
+    """Whether an utterance id would not stay one file name inside a directory."""
+    return "/" in key or "\\" in key or key in (".", "..")
 
 
 def check_audio_list(path: PathLike, audio_type: str = "sound", *, check_audio: bool = True, fs: Optional[int] = None,
@@ -508,12 +592,17 @@ def check_audio_list(path: PathLike, audio_type: str = "sound", *, check_audio: 
     it (_check_audio).
     Returns the entries; raises DataError listing every problem."""
     path = Path(path)
+    segments = segments_beside(path)
+    if segments is not None:  # the decoder would decode whole recordings under their ids
+        raise DataError(f"{segments}: {SEGMENTS_UNSUPPORTED}")
     problems: List[str] = []
     warnings: List[str] = []
     try:
         entries = read_table(path)
     except DataError as e:
         raise DataError(e.problems) from None
+    if not entries or (keys is not None and not keys):
+        raise DataError(f"{path}: no utterances to decode (an empty {'--key_file' if keys is not None else 'list'})")
     if audio_type in ("sound", "kaldi_ark"):  # other types (features: npy, ...) get the table check only
         _check_audio(path, _entries_to_check(entries, keys), check_audio, fs, problems, warnings, audio_type,
                      channels)

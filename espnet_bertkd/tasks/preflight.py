@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from espnet_bertkd.tasks.data_check import Charset, is_data_dir, validate_loader_inputs
-from espnet_bertkd.utils.fileio import DataError
+from espnet_bertkd.utils.fileio import DataError, read_table
 
 if TYPE_CHECKING:
     from espnet_bertkd.kd.teacher_config import TeacherConfig
@@ -50,10 +50,15 @@ NOT_STARTED = "ESPnet was not started and no file was written."
 def run_preflight(args: Namespace) -> List[str]:
     """All checks, cheapest first (the data check may read every audio header). Returns the options to append to
     ESPnet's command line so that its own parse (a separate one, run after this) sees what was resolved here."""
+    output_dir = getattr(args, "output_dir", None)
+    if output_dir and os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ValueError(f"--output_dir {output_dir}: is a file, not a directory; choose another directory. "
+                         f"{NOT_STARTED}")
     check_model_config(args)
     extra = resolve_teacher_vocab_size(args)
     check_soft_labels(args)
     check_data(args)
+    check_ctc_lengths(args)
     return extra
 
 
@@ -166,6 +171,7 @@ def check_soft_labels(args: Namespace) -> None:
         raise ValueError("model_conf.kd_layers needs model_conf.teacher (at least `model: <hub id or dir>`)")
     teacher = TeacherConfig.from_dict(conf["teacher"])
     if teacher.mode != "cached":
+        _check_online_teacher(args, teacher)
         return
     expected = _expected_meta(teacher)
     for split in ("train", "valid"):
@@ -191,6 +197,28 @@ def check_soft_labels(args: Namespace) -> None:
                 _warn_if_unverified(directory, teacher, expected)
             if pairs is not None:
                 _check_texts(directory, pairs, reference)
+
+
+def _check_online_teacher(args: Namespace, teacher: "TeacherConfig") -> None:
+    """Online mode reads the transcripts with the teacher's tokenizer at every step: check it before training, as
+    extraction does in cached mode (its size against the model's vocabulary, the training text's unknown tokens).
+    Loads the tokenizer and the model's config only, not its weights. A teacher that cannot be loaded here is left
+    to the model's own load (OnlineSoftLabels), which names it."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from espnet_bertkd.kd.teacher import check_unknown_tokens, check_vocab_sizes
+    from espnet_bertkd.utils.fileio import read_pairs
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(teacher.model)
+        model_size = int(AutoConfig.from_pretrained(teacher.model).vocab_size)
+    except (OSError, ValueError):
+        return
+    check_vocab_sizes(teacher, len(tokenizer), model_size)
+    for split in SPLITS:
+        text = loader_inputs(args, split)[1]
+        if text is not None and os.path.exists(text):
+            check_unknown_tokens(teacher.model, tokenizer, read_pairs(text), text)
 
 
 def _accept_unverified(directory: str) -> bool:
@@ -296,6 +324,75 @@ def check_data(args: Namespace) -> None:
         refused += [p for p in (speech, text) if p and found]
     if problems:
         raise DataError(problems, hint=fix_hint(refused))
+
+
+def _input_layer_and_hop(args: Namespace) -> Optional[Tuple[Optional[str], int]]:
+    """The encoder's input layer and the default front-end's hop, where the CTC frame count follows from them
+    (ESPnet's default front-end on raw audio, an encoder with a known input layer); else None."""
+    from espnet2.tasks.asr import encoder_choices, frontend_choices
+
+    from espnet_bertkd.tasks.ctc_lengths import INPUT_LAYERS
+
+    if getattr(args, "input_size", None) is not None or getattr(args, "frontend", None) != "default":
+        return None
+    try:
+        encoder_class = encoder_choices.get_class(args.encoder)
+    except (ValueError, KeyError, TypeError):
+        return None
+    param = inspect.signature(encoder_class.__init__).parameters.get("input_layer")
+    layer = (args.encoder_conf or {}).get("input_layer", param.default if param is not None else None)
+    hop_param = inspect.signature(frontend_choices.get_class("default").__init__).parameters["hop_length"]
+    hop = int((args.frontend_conf or {}).get("hop_length", hop_param.default))
+    return (layer, hop) if layer in INPUT_LAYERS and hop > 0 else None
+
+
+def check_ctc_lengths(args: Namespace) -> None:
+    """Count the training utterances whose transcript is longer than the CTC output allows (ctc_lengths), from
+    collect-stats' speech shape file and the transcripts tokenised as ESPnet will: name them in a warning, and
+    refuse when they are more than MAX_INFEASIBLE_SHARE of the set (ESPnet's zero_infinity would train on a 0 loss
+    without a word). Skipped without a shape file, a CTC loss or a known encoder input layer."""
+    from espnet_bertkd.tasks.ctc_lengths import MAX_INFEASIBLE_SHARE, infeasible
+
+    if getattr(args, "collect_stats", False) or (args.model_conf or {}).get("ctc_weight") == 0:
+        return
+    if getattr(args, "token_list", None) is None or getattr(args, "token_type", None) is None:
+        return
+    layer_hop = _input_layer_and_hop(args)
+    shapes = [p for p in getattr(args, "train_shape_file", None) or [] if Path(p).name.startswith("speech_shape")]
+    text = loader_inputs(args, "train")[1]
+    if layer_hop is None or len(shapes) != 1 or text is None or not os.path.isfile(shapes[0]):
+        return
+    from espnet2.text.build_tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer(token_type=args.token_type, bpemodel=args.bpemodel,
+                                non_linguistic_symbols=args.non_linguistic_symbols, g2p_type=args.g2p)
+    normalize = None
+    if getattr(args, "cleaner", None):  # what ESPnet's preprocessor does before tokenising
+        from espnet2.text.cleaner import TextCleaner
+
+        normalize = TextCleaner(args.cleaner)
+    samples = {e.key: int(e.value.split(",")[0]) for e in read_table(shapes[0])}
+    pairs = read_table(text)
+    tokens = ((e.key, tokenizer.text2tokens(normalize(e.value) if normalize else e.value)) for e in pairs)
+    bad, checked = infeasible(samples, tokens, layer_hop[1], layer_hop[0])
+    if not bad:
+        return
+    empty = [u for u, have, _ in bad if have == 0]
+    if empty:  # ESPnet's input layer raises TooShortUttError on them, mid-epoch, whatever their share
+        raise DataError(f"{text}: {len(empty)} training utterances are too short for the encoder's input layer "
+                        f"{layer_hop[0]} (no frame left after it): {', '.join(empty[:5])}"
+                        f"{' and more' if len(empty) > 5 else ''}",
+                        hint=f"Drop them from the data directory. {NOT_STARTED}")
+    share = len(bad) / max(checked, 1)
+    shown = ", ".join(f"{u} ({have} frames for {need})" for u, have, need in bad[:5])
+    message = (f"{text}: {len(bad)} of {checked} training utterances ({share:.1%}) have more tokens than CTC can "
+               f"align in their audio (encoder frames after input_layer {layer_hop[0]}, hop {layer_hop[1]}): "
+               f"{shown}{' and more' if len(bad) > 5 else ''}; their CTC loss is 0 (zero_infinity) and they teach "
+               "nothing")
+    if share > MAX_INFEASIBLE_SHARE:
+        raise DataError(message, hint=f"Drop them from the data directory, or subsample less (encoder_conf."
+                                      f"input_layer), or use coarser tokens. {NOT_STARTED}")
+    logging.warning(message)
 
 
 def _speech_input(args: Namespace, split: str) -> Optional[DataInput]:

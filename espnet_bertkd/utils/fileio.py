@@ -4,6 +4,9 @@ Recipes are re-run after crashes and interrupts; a half-written `text` or `resul
 than none, so every output goes to a temporary name beside its destination and is renamed into place: atomic_open
 (text, or binary with mode="wb": torch.save, soundfile and pickle write into the file object), atomic_write_text,
 write_table, and for directories atomic_dir / replace_dir (the old directory is replaced, never lost).
+A tool replaces a whole directory only where it made it: check_output_dir refuses, before any work, a non-empty
+directory without the tool's owner marker (OWNER_FILE, written by atomic_dir/replace_dir) and any output directory
+that holds one of the tool's inputs; `overwrite=True` (a tool's --overwrite true) is the only way past the first.
 Input problems are reported with the file, the line and the key, because the key is what a user greps for.
 Every Kaldi-style table (`text`, `wav.scp`, `utt2spk`, scps, hypotheses) is read by read_table, so one file gets the
 same verdict in every stage: validation, soft-label extraction, teacher accuracy, scoring.
@@ -59,6 +62,56 @@ class DataError(ValueError):
         super().__init__(message)
 
 
+OWNER_FILE = ".espnet_bertkd_owner"  # in every directory atomic_dir/replace_dir swaps in: the tool that made it
+
+
+class OutputDirError(DataError):
+    """An output directory a tool must not write: a file, another tool's or a user's directory, or one holding an
+    input. Raised before any work, so nothing is lost and nothing is computed in vain."""
+
+
+def dir_owner(path: PathLike) -> Optional[str]:
+    """The tool that made directory `path` (its OWNER_FILE), or None."""
+    try:
+        return (Path(path) / OWNER_FILE).read_text(encoding="utf-8").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    return path == directory or directory in path.parents
+
+
+def check_output_dir(path: PathLike, owner: str, inputs: Iterable[PathLike] = (), overwrite: bool = False,
+                     option: str = "--output_dir", own_files: Sequence[str] = (), ignore: Sequence[str] = ()) -> None:
+    """Refuse to let `owner` (a tool's name) replace directory `path` unless it is absent, empty or `owner`'s own
+    earlier output (its OWNER_FILE, or an entry whose name starts with one of `own_files`, for a tool that writes
+    into its directory in place); with `overwrite`, any directory, but never one that is or holds one of `inputs` (a
+    slip of the arguments such as `combine_data_dirs data data/train` would delete the sources). Entries named in
+    `ignore` do not count (the job logs a launcher writes into an in-place tool's directory, ESPnet's OUTPUT/log/;
+    never for a tool that replaces the directory, which would delete them). One line, naming the fix."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputDirError(f"{option} {path}: is a file, not a directory; choose another directory")
+    resolved = path.resolve()
+    for name in inputs:
+        if _inside(Path(name).resolve(), resolved):
+            raise OutputDirError(f"{option} {path}: holds the input {name}, which writing it would delete; choose a "
+                                 "directory outside the inputs")
+    if overwrite or not path.is_dir():
+        return
+    entries = sorted(p.name for p in path.iterdir() if p.name not in ignore)
+    made_by = dir_owner(path)
+    if not entries or made_by == owner or any(e.startswith(own) for e in entries for own in own_files):
+        return
+    whose = f"was made by {made_by}" if made_by else f"was not made by {owner}"
+    if own_files:  # a tool writing in place: nothing would be deleted, but its files would mix with these
+        raise OutputDirError(f"{option} {path}: exists, {whose} and holds {first_few(entries, 3)}; choose another "
+                             "directory, or an empty one")
+    raise OutputDirError(f"{option} {path}: exists, {whose} and holds {first_few(entries, 3)}, which writing it "
+                         "would delete; choose another directory, or pass --overwrite true to replace it")
+
+
 def tmp_name(path: Path) -> Path:
     """A temporary sibling of `path` (same file system, so the final rename is atomic)."""
     return path.with_name(f"{path.name}.tmp{os.getpid()}")
@@ -79,13 +132,17 @@ def atomic_open(path: PathLike, mode: str = "w", encoding: Optional[str] = "utf-
             tmp.unlink()
 
 
-def replace_dir(new: PathLike, path: PathLike) -> Path:
-    """Swap the complete directory `new` in as `path`, replacing any existing one, so that `path` always holds either
-    the old directory or the new one: the old one is renamed aside, the new one renamed in, and only then is the old
-    one deleted. If the second rename fails the old directory is put back. (Between the two renames a crash leaves
-    the old directory at `<path>.old<pid>`; the next atomic_dir/replace_dir of `path` puts it back first.)"""
+def replace_dir(new: PathLike, path: PathLike, owner: str, overwrite: bool = False) -> Path:
+    """Swap the complete directory `new` in as `path` (marked as `owner`'s), replacing an existing one that
+    check_output_dir allows, so that `path` always holds either the old directory or the new one: the old one is
+    renamed aside, the new one renamed in, and only then is the old one deleted. If the second rename fails the old
+    directory is put back. (Between the two renames a crash leaves the old directory at `<path>.old<pid>`; the next
+    atomic_dir/replace_dir of `path` puts it back first.) Tools call check_output_dir before their work too; the
+    check here catches a directory that appeared meanwhile."""
     new, path = Path(new), Path(path)
     _restore_aside(path)
+    check_output_dir(path, owner, overwrite=overwrite)
+    (new / OWNER_FILE).write_text(owner + "\n", encoding="utf-8")
     old = path.with_name(f"{path.name}.old{os.getpid()}")
     shutil.rmtree(old, ignore_errors=True)
     moved = False
@@ -133,18 +190,20 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: PathLike) -> Iterator[Path]:
+def atomic_dir(path: PathLike, owner: str, inputs: Iterable[PathLike] = (), overwrite: bool = False) -> Iterator[Path]:
     """Build a directory under a temporary name and swap it in on success (replace_dir), so no stale file of an
-    earlier run survives beside the new ones and a crash or an error leaves the old directory intact."""
+    earlier run survives beside the new ones and a crash or an error leaves the old directory intact. Refuses
+    (check_output_dir) before the body runs a directory `owner` did not make or one holding one of `inputs`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     _restore_aside(path)
+    check_output_dir(path, owner, inputs, overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(path)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         yield tmp
-        replace_dir(tmp, path)
+        replace_dir(tmp, path, owner, overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -7,6 +7,7 @@ and says what happened:
   silent     a wrong result or a success that did not produce its outputs, without a word
   crash      a failure without a clear message (a traceback from deep inside ESPnet, a misleading message)
   code-exec  a user string or a model file ran code
+  data-loss  something that was there before (a user's file, an input, an experiment) was changed or deleted
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-VERDICTS = ("ok", "silent", "crash", "code-exec")
+VERDICTS = ("ok", "silent", "crash", "code-exec", "data-loss")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import sys
 from typing import List, Optional
 
 from espnet_bertkd.recipe.datadir import combine_data_dirs
+from espnet_bertkd.utils.cli import add_overwrite
 from espnet_bertkd.utils.fileio import DataError
 
 
@@ -25,9 +26,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--first", type=int, default=None, help="keep the first N utterances (sorted) only")
     which.add_argument("--subset", type=int, default=None, help="keep N utterances evenly spaced (sorted)")
+    add_overwrite(p, "OUTPUT when it exists and was not made by combine_data_dirs")
     args = p.parse_args(argv)
     try:
-        utts, speakers = combine_data_dirs(args.sources, args.output, first=args.first, subset=args.subset)
+        utts, speakers = combine_data_dirs(args.sources, args.output, first=args.first, subset=args.subset,
+                                           overwrite=args.overwrite)
     except DataError as e:
         sys.exit(f"combine_data_dirs: {e}")
     print(f"{args.output}: {utts} utterances, {speakers} speakers from {len(args.sources)} directories")

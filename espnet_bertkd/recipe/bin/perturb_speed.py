@@ -18,6 +18,7 @@ import sys
 from typing import List, Optional
 
 from espnet_bertkd.recipe.speed_perturb import finalise, parse_factors, run_job
+from espnet_bertkd.utils.cli import add_overwrite
 from espnet_bertkd.utils.fileio import DataError
 
 
@@ -33,6 +34,7 @@ def get_parser() -> argparse.ArgumentParser:
     which.add_argument("--finalise", action="store_true", help="write --dst once every job is done")
     p.add_argument("--num_threads", type=int, default=1,
                    help="torch threads per job (the jobs already run in parallel)")
+    add_overwrite(p, "a --dst directory that perturb_speed did not make")
     p.add_argument("--log_level", default="INFO")
     return p
 
@@ -50,9 +52,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         factors = parse_factors(args.factors)
         if not args.finalise:
             for job in [args.job] if args.job is not None else range(1, args.nj + 1):
-                run_job(args.src, args.dst, args.audio_dir, factors, args.nj, job)
+                run_job(args.src, args.dst, args.audio_dir, factors, args.nj, job, args.overwrite)
         if args.finalise or args.job is None:
-            utts, speakers = finalise(args.src, args.dst, args.audio_dir, factors, args.nj)
+            utts, speakers = finalise(args.src, args.dst, args.audio_dir, factors, args.nj, args.overwrite)
             print(f"{args.dst}: {utts} utterances, {speakers} speakers (factors {args.factors} of {args.src})")
     except DataError as e:
         sys.exit(f"perturb_speed: {e}")

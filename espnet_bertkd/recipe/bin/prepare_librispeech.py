@@ -13,6 +13,7 @@ from typing import List, Optional
 
 from espnet_bertkd.tasks.data_check import validate_data_dir
 from espnet_bertkd.recipe.librispeech import SETS, prepare_librispeech
+from espnet_bertkd.utils.cli import add_overwrite
 from espnet_bertkd.utils.fileio import DataError
 
 
@@ -21,6 +22,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", required=True, help="directory holding the sets (e.g. .../LibriSpeech)")
     p.add_argument("--data_dir", default="data", help="where data/<set> directories are written")
     p.add_argument("sets", nargs="+", help=f"set names under ROOT, e.g. {' '.join(SETS)}")
+    add_overwrite(p, "a data/<set> directory that prepare_librispeech did not make")
     p.add_argument("--log_level", default="INFO")
     return p
 
@@ -30,7 +32,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s: %(message)s")
     try:
         for name in args.sets:
-            out = prepare_librispeech(args.root, name, args.data_dir)
+            out = prepare_librispeech(args.root, name, args.data_dir, overwrite=args.overwrite)
             report = validate_data_dir(out)
             print(f"{out}: {report.utterances} utterances, {report.speakers} speakers")
     except DataError as e:

@@ -22,7 +22,10 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
-from espnet_bertkd.utils.fileio import atomic_dir
+from espnet_bertkd.utils.cli import add_overwrite
+from espnet_bertkd.utils.fileio import OWNER_FILE, atomic_dir, check_output_dir
+
+OWNER = "upload_hf"  # the owner marker of the folders it builds (check_output_dir)
 
 # Hugging Face repo ids: NAMESPACE/NAME of letters, digits, "-", "_", "."; no "--" or ".."; "-"/"." not at the ends.
 _PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
@@ -96,18 +99,21 @@ def sample_rate(config_text: str) -> int:
     return int(fs)
 
 
-def build_folder(zip_path: str, repo_dir: Path, repo_id: str, lang: str, license_: str) -> List[Path]:
-    """Unpack the zip into `repo_dir` (swapped in whole) with the model card; returns its files, sorted."""
+def build_folder(zip_path: str, repo_dir: Path, repo_id: str, lang: str, license_: str,
+                 overwrite: bool = False) -> List[Path]:
+    """Unpack the zip into `repo_dir` (swapped in whole, so refused unless absent, empty or upload_hf's own,
+    or `overwrite`) with the model card; returns the files to upload, sorted (without the owner marker)."""
+    check_output_dir(repo_dir, OWNER, [zip_path], overwrite, option="--repo_dir")
     with zipfile.ZipFile(zip_path) as archive:
         meta = read_meta(archive, zip_path)
         config_member = meta["yaml_files"].get("asr_train_config")
         config_text = archive.read(config_member).decode("utf-8") if config_member else ""
         packed_readme = archive.read(README).decode("utf-8") if README in archive.namelist() else ""
-        with atomic_dir(repo_dir) as tmp:
+        with atomic_dir(repo_dir, OWNER, [zip_path], overwrite) as tmp:
             archive.extractall(tmp)
             card = model_card(repo_id, packed_readme, config_text, lang, license_, sample_rate(config_text))
             (tmp / README).write_text(card, encoding="utf-8")
-    return sorted(p for p in repo_dir.rglob("*") if p.is_file())
+    return sorted(p for p in repo_dir.rglob("*") if p.is_file() and p.name != OWNER_FILE)
 
 
 def upload(repo_dir: Path, repo_id: str) -> str:
@@ -119,7 +125,7 @@ def upload(repo_dir: Path, repo_id: str) -> str:
     api = HfApi()
     api.create_repo(repo_id, repo_type="model", exist_ok=True)
     info = api.upload_folder(repo_id=repo_id, folder_path=str(repo_dir), repo_type="model",
-                             commit_message="Update model")
+                             commit_message="Update model", ignore_patterns=[OWNER_FILE])
     return str(getattr(info, "commit_url", "") or f"https://huggingface.co/{repo_id}")
 
 
@@ -131,6 +137,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--lang", default="noinfo", help="the card's language (asr.sh's --lang)")
     p.add_argument("--license", default="cc-by-4.0", help="the card's license (ESPnet's template's)")
     p.add_argument("--dry_run", default="false", choices=["true", "false"], help="true: print, upload nothing")
+    add_overwrite(p, "a --repo_dir that upload_hf did not make")
     return p
 
 
@@ -142,7 +149,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         if not zipfile.is_zipfile(args.packed_zip):
             raise ValueError(f"--packed_zip {args.packed_zip} is missing or not a zip file (make one with "
                              "python -m espnet_bertkd.bin.pack_ctc)")
-        files = build_folder(args.packed_zip, repo_dir, args.hf_repo, args.lang, args.license)
+        files = build_folder(args.packed_zip, repo_dir, args.hf_repo, args.lang, args.license, args.overwrite)
         if args.dry_run == "true":
             print(f"dry run: would upload {len(files)} files from {repo_dir} to https://huggingface.co/{args.hf_repo}")
             for f in files:
