@@ -153,6 +153,11 @@ def asr_train_args(
     return vars(args)
 
 
+def snapshot(directory: Path) -> Dict[str, bytes]:
+    """Every file under `directory` (relative path -> bytes): what a refused command must leave as it was."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Comparing soft labels computed in two different batchings (added).
 

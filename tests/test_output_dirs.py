@@ -9,10 +9,10 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from typing import Dict
 
 import pytest
 
+from conftest import snapshot
 from test_speed_perturb import FACTORS, refusal, write_source
 from espnet_bertkd.recipe.bin import combine_data_dirs as combine_cli
 from espnet_bertkd.recipe.bin import perturb_speed as perturb_cli
@@ -20,10 +20,6 @@ from espnet_bertkd.recipe.bin import prepare_librispeech as prepare_cli
 from espnet_bertkd.recipe.bin import upload_hf as upload_cli
 from espnet_bertkd.bin import share_soft_labels as share_cli
 from espnet_bertkd.utils.fileio import OWNER_FILE
-
-
-def snapshot(directory: Path) -> Dict[str, bytes]:
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -12,7 +12,7 @@ import kaldiio
 import numpy as np
 import pytest
 
-from conftest import TEXTS, assert_soft_labels_close
+from conftest import TEXTS, assert_soft_labels_close, snapshot
 from espnet_bertkd.kd.extract import chunk_paths, extract
 from espnet_bertkd.kd.soft_labels import (
     ACCEPT_UNVERIFIED_ENV, KD_DATA_NAMES, KD_PROB, KD_TOKEN, META_FILE, TEXT_HASH_FILE, text_hash,
@@ -51,10 +51,6 @@ def assert_same_labels(a: Dict, b: Dict) -> None:
         for x, y in zip(a[u], b[u]):
             assert x.dtype == y.dtype
             np.testing.assert_array_equal(x, y)
-
-
-def snapshot(directory: Path) -> Dict[str, bytes]:
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 class Counting:

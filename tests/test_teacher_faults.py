@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TEXTS, batch, build_asr_model, kd_model_conf, soft_label_kwargs
+from conftest import TEXTS, batch, build_asr_model, kd_model_conf, snapshot, soft_label_kwargs
 from espnet_bertkd.kd.build_teacher import build_bert, build_wordpiece_tokenizer
 from espnet_bertkd.kd.extract import chunk_paths, extract
 from espnet_bertkd.kd.online import OnlineSoftLabels
@@ -50,10 +50,6 @@ def write_text(path: Path, texts: List[str], prefix: str = "spk-") -> List[str]:
     utts = [f"{prefix}{i:03d}" for i in range(len(texts))]
     path.write_text("".join(f"{u} {t}\n" for u, t in zip(utts, texts)), encoding="utf-8")
     return utts
-
-
-def snapshot(directory: Path) -> Dict[str, bytes]:
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 def kd_labels(out: Path) -> Dict[str, tuple]:
